@@ -1,0 +1,32 @@
+# The single entry point: every target creates .venv when missing and installs the project into it.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install test lint typecheck demo bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check stream_monitor tests benchmarks
+	$(BIN)/ruff format --check stream_monitor tests benchmarks
+	$(BIN)/mypy stream_monitor
+
+demo: $(STAMP)
+	$(BIN)/stream-monitor demo
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/core_throughput.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
