@@ -1,0 +1,348 @@
+"""Event contract: bytes or dicts in, typed records or an `EventError` naming the field out.
+
+Decoding is the first thing every event meets, so it is written for the hot path: one orjson call,
+type checks with `type(x) is`, slotted records, and exceptions only for the (rare) invalid event.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from stream_monitor.errors import StreamMonitorError
+
+PREDICTION = "prediction"
+LABEL = "label"
+
+DEFAULT_MAX_EVENT_BYTES = 1_048_576
+MAX_STRING_FIELD = 1024
+
+
+class EventError(StreamMonitorError):
+    """An event that cannot be used. `reason` is a stable code; `field` the offending field."""
+
+    reason = "invalid_event"
+
+    def __init__(
+        self, message: str, field: str | None = None, partial: dict[str, Any] | None = None
+    ):
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        # The decoded object when JSON parsed: lets the monitor attribute the error to a model.
+        self.partial = partial
+
+
+class OversizedEvent(EventError):
+    reason = "oversized"
+
+
+class NotUtf8(EventError):
+    reason = "not_utf8"
+
+
+class MalformedJson(EventError):
+    reason = "malformed_json"
+
+
+class NotAnObject(EventError):
+    reason = "not_an_object"
+
+
+class MissingField(EventError):
+    reason = "missing_field"
+
+
+class WrongType(EventError):
+    reason = "wrong_type"
+
+
+class InvalidValue(EventError):
+    reason = "invalid_value"
+
+
+class UnknownEventKind(EventError):
+    reason = "unknown_kind"
+
+
+Scalar = float | int | bool | str
+
+
+class Prediction:
+    """A validated prediction event. `time_ms` is event time (or the Kafka timestamp, or None)."""
+
+    __slots__ = (
+        "features",
+        "model",
+        "model_version",
+        "prediction",
+        "prediction_id",
+        "score",
+        "segment",
+        "time_ms",
+    )
+
+    def __init__(
+        self,
+        prediction_id: str,
+        model: str,
+        prediction: Scalar,
+        *,
+        model_version: str | None = None,
+        time_ms: int | None = None,
+        score: float | None = None,
+        features: dict[str, Any] | None = None,
+        segment: dict[str, str] | None = None,
+    ) -> None:
+        self.prediction_id = prediction_id
+        self.model = model
+        self.prediction = prediction
+        self.model_version = model_version
+        self.time_ms = time_ms
+        self.score = score
+        self.features = features
+        self.segment = segment
+
+
+class Label:
+    """A validated label (ground truth) event; `prediction` is set when it carries its prediction."""
+
+    __slots__ = (
+        "label",
+        "model",
+        "model_version",
+        "prediction",
+        "prediction_id",
+        "segment",
+        "time_ms",
+    )
+
+    def __init__(
+        self,
+        prediction_id: str,
+        model: str,
+        label: Scalar,
+        *,
+        time_ms: int | None = None,
+        prediction: Scalar | None = None,
+        model_version: str | None = None,
+        segment: dict[str, str] | None = None,
+    ) -> None:
+        self.prediction_id = prediction_id
+        self.model = model
+        self.label = label
+        self.time_ms = time_ms
+        self.prediction = prediction
+        self.model_version = model_version
+        self.segment = segment
+
+
+def parse_json(value: bytes | str | dict[str, Any], max_bytes: int) -> dict[str, Any]:
+    """Turn raw bytes into a JSON object, classifying every way that can fail."""
+    if isinstance(value, dict):
+        return value
+    if len(value) > max_bytes:
+        raise OversizedEvent(f"event is {len(value)} bytes, larger than the {max_bytes} byte limit")
+    try:
+        obj = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            try:
+                bytes(value).decode("utf-8")
+            except UnicodeDecodeError as utf_exc:
+                raise NotUtf8(
+                    f"event is not valid UTF-8: {utf_exc.reason} at byte {utf_exc.start}"
+                ) from exc
+        raise MalformedJson(f"event is not valid JSON: {exc}") from exc
+    except RecursionError as exc:  # pragma: no cover - orjson limits depth itself
+        raise MalformedJson("event is nested too deeply") from exc
+    if type(obj) is not dict:
+        raise NotAnObject(f"event must be a JSON object, got {_json_type(obj)}")
+    return obj
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if type(value) is bool:
+        return "boolean"
+    if type(value) in (int, float):
+        return "number"
+    if type(value) is str:
+        return "string"
+    if type(value) is list:
+        return "array"
+    if type(value) is dict:
+        return "object"
+    return type(value).__name__
+
+
+def _required_string(obj: dict[str, Any], field: str) -> str:
+    value = obj.get(field)
+    if value is None:
+        raise MissingField(f"field '{field}' is required", field, obj)
+    if type(value) is not str:
+        raise WrongType(f"field '{field}' must be a string, got {_json_type(value)}", field, obj)
+    if not value:
+        raise InvalidValue(f"field '{field}' must not be empty", field, obj)
+    if len(value) > MAX_STRING_FIELD:
+        raise InvalidValue(
+            f"field '{field}' is longer than {MAX_STRING_FIELD} characters", field, obj
+        )
+    return value
+
+
+def _optional_string(obj: dict[str, Any], field: str) -> str | None:
+    value = obj.get(field)
+    if value is None:
+        return None
+    if type(value) is not str:
+        raise WrongType(f"field '{field}' must be a string, got {_json_type(value)}", field, obj)
+    if len(value) > MAX_STRING_FIELD:
+        raise InvalidValue(
+            f"field '{field}' is longer than {MAX_STRING_FIELD} characters", field, obj
+        )
+    return value
+
+
+def _scalar(obj: dict[str, Any], field: str, *, required: bool) -> Scalar | None:
+    value = obj.get(field)
+    if value is None:
+        if required:
+            raise MissingField(f"field '{field}' is required", field, obj)
+        return None
+    kind = type(value)
+    if kind is float:
+        if not math.isfinite(value):
+            raise InvalidValue(f"field '{field}' must be finite", field, obj)
+        return value  # type: ignore[no-any-return]
+    if kind is int or kind is bool or kind is str:
+        return value  # type: ignore[no-any-return]
+    raise WrongType(
+        f"field '{field}' must be a number, boolean or string, got {_json_type(value)}", field, obj
+    )
+
+
+def _optional_number(obj: dict[str, Any], field: str) -> float | None:
+    value = obj.get(field)
+    if value is None:
+        return None
+    kind = type(value)
+    if kind is not float and kind is not int:
+        raise WrongType(f"field '{field}' must be a number, got {_json_type(value)}", field, obj)
+    if not math.isfinite(value):
+        raise InvalidValue(f"field '{field}' must be finite", field, obj)
+    return float(value)
+
+
+def parse_timestamp(
+    value: object, field: str = "timestamp", obj: dict[str, Any] | None = None
+) -> int:
+    """RFC 3339 string or integer epoch milliseconds -> epoch milliseconds."""
+    kind = type(value)
+    if kind is int:
+        return value  # type: ignore[return-value]
+    if kind is str:
+        text: str = value  # type: ignore[assignment]
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            raise InvalidValue(
+                f"field '{field}' is not an RFC 3339 timestamp: {value!r}", field, obj
+            ) from None
+        if parsed.tzinfo is None:
+            raise InvalidValue(
+                f"field '{field}' needs a UTC offset (RFC 3339), got {value!r}", field, obj
+            )
+        return int(parsed.timestamp() * 1000)
+    raise WrongType(
+        f"field '{field}' must be an RFC 3339 string or integer epoch milliseconds, "
+        f"got {_json_type(value)}",
+        field,
+        obj,
+    )
+
+
+def _time(obj: dict[str, Any], fallback_ms: int | None) -> int | None:
+    value = obj.get("timestamp")
+    if value is None:
+        return fallback_ms
+    return parse_timestamp(value, "timestamp", obj)
+
+
+def _features(obj: dict[str, Any]) -> dict[str, Any] | None:
+    value = obj.get("features")
+    if value is None:
+        return None
+    if type(value) is not dict:
+        raise WrongType(
+            f"field 'features' must be an object, got {_json_type(value)}", "features", obj
+        )
+    for name, item in value.items():
+        kind = type(item)
+        if kind is float or kind is int or kind is str or kind is bool or item is None:
+            continue
+        raise WrongType(
+            f"field 'features.{name}' must be a number, string, boolean or null, got {_json_type(item)}",
+            f"features.{name}",
+            obj,
+        )
+    return value
+
+
+def _segment(obj: dict[str, Any]) -> dict[str, str] | None:
+    value = obj.get("segment")
+    if value is None:
+        return None
+    if type(value) is not dict:
+        raise WrongType(
+            f"field 'segment' must be an object, got {_json_type(value)}", "segment", obj
+        )
+    for name, item in value.items():
+        if type(item) is not str:
+            raise WrongType(
+                f"field 'segment.{name}' must be a string, got {_json_type(item)}",
+                f"segment.{name}",
+                obj,
+            )
+    return value
+
+
+def decode_prediction(
+    value: bytes | str | dict[str, Any],
+    fallback_time_ms: int | None = None,
+    max_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+) -> Prediction:
+    obj = parse_json(value, max_bytes)
+    return Prediction(
+        _required_string(obj, "prediction_id"),
+        _required_string(obj, "model"),
+        _scalar(obj, "prediction", required=True),  # type: ignore[arg-type]
+        model_version=_optional_string(obj, "model_version"),
+        time_ms=_time(obj, fallback_time_ms),
+        score=_optional_number(obj, "score"),
+        features=_features(obj),
+        segment=_segment(obj),
+    )
+
+
+def decode_label(
+    value: bytes | str | dict[str, Any],
+    fallback_time_ms: int | None = None,
+    max_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+) -> Label:
+    obj = parse_json(value, max_bytes)
+    return Label(
+        _required_string(obj, "prediction_id"),
+        _required_string(obj, "model"),
+        _scalar(obj, "label", required=True),  # type: ignore[arg-type]
+        time_ms=_time(obj, fallback_time_ms),
+        prediction=_scalar(obj, "prediction", required=False),
+        model_version=_optional_string(obj, "model_version"),
+        segment=_segment(obj),
+    )
