@@ -1,0 +1,144 @@
+"""Registry of river drift detectors: one configured prototype per rule, a fresh copy per key.
+
+Detector state is dumped as plain data (numbers, and for ADWIN the opaque bytes of river's Rust
+window, which are decoded by Rust, not by pickle), so state read back from Kafka never runs code.
+"""
+
+from __future__ import annotations
+
+import base64
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from river.drift import ADWIN, PageHinkley
+
+from stream_monitor.errors import ConfigError, StateError
+
+DetectorState = dict[str, Any]
+
+
+def _dump_adwin(detector: ADWIN) -> DetectorState:
+    reduced: Any = detector._helper.__reduce_ex__(2)
+    args, payload = reduced[1], reduced[2]
+    return {
+        "detected": detector._drift_detected,
+        "helper_args": list(args[1:]),
+        "helper": base64.b64encode(payload).decode("ascii"),
+    }
+
+
+def _load_adwin(detector: ADWIN, state: DetectorState) -> None:
+    helper_cls = type(detector._helper)
+    helper = helper_cls.__new__(helper_cls, *state["helper_args"])
+    helper.__setstate__(base64.b64decode(state["helper"]))
+    detector._helper = helper
+    detector._drift_detected = bool(state["detected"])
+
+
+def _dump_page_hinkley(detector: PageHinkley) -> DetectorState:
+    return {
+        "detected": detector._drift_detected,
+        "n": detector._x_mean.n,
+        "mean": detector._x_mean._mean,
+        "sum_increase": detector._sum_increase,
+        "sum_decrease": detector._sum_decrease,
+        # river starts min_increase at +inf, which JSON cannot carry.
+        "min_increase": None if detector._min_increase == float("inf") else detector._min_increase,
+        "max_decrease": detector._max_decrease,
+    }
+
+
+def _load_page_hinkley(detector: PageHinkley, state: DetectorState) -> None:
+    detector._x_mean.n = float(state["n"])
+    detector._x_mean._mean = float(state["mean"])
+    detector._sum_increase = float(state["sum_increase"])
+    detector._sum_decrease = float(state["sum_decrease"])
+    minimum = state["min_increase"]
+    detector._min_increase = float("inf") if minimum is None else float(minimum)
+    detector._max_decrease = float(state["max_decrease"])  # type: ignore[assignment]
+    detector._drift_detected = bool(state["detected"])
+
+
+class DetectorType:
+    """How to build, dump and load one kind of river detector."""
+
+    __slots__ = ("cls", "dump", "load", "name")
+
+    def __init__(
+        self,
+        name: str,
+        cls: type,
+        dump: Callable[[Any], DetectorState],
+        load: Callable[[Any, DetectorState], None],
+    ) -> None:
+        self.name = name
+        self.cls = cls
+        self.dump = dump
+        self.load = load
+
+    def defaults(self) -> dict[str, Any]:
+        """River's own defaults, read from the constructor so they never drift from river's."""
+        signature = inspect.signature(self.cls)
+        return {
+            name: param.default
+            for name, param in signature.parameters.items()
+            if name != "self" and param.default is not inspect.Parameter.empty
+        }
+
+
+DETECTOR_TYPES: dict[str, DetectorType] = {
+    "adwin": DetectorType("adwin", ADWIN, _dump_adwin, _load_adwin),
+    "page_hinkley": DetectorType(
+        "page_hinkley", PageHinkley, _dump_page_hinkley, _load_page_hinkley
+    ),
+}
+
+
+class DetectorRule:
+    """A named, configured detector: the prototype that every monitored key gets a copy of."""
+
+    __slots__ = ("name", "params", "type")
+
+    def __init__(self, name: str, type_name: str, params: dict[str, Any] | None = None) -> None:
+        if type_name not in DETECTOR_TYPES:
+            known = ", ".join(sorted(DETECTOR_TYPES))
+            raise ConfigError(
+                f"detectors.{name}.type: unknown detector {type_name!r} (known: {known})"
+            )
+        self.name = name
+        self.type = DETECTOR_TYPES[type_name]
+        merged = self.type.defaults()
+        for key, value in (params or {}).items():
+            if key not in merged:
+                raise ConfigError(
+                    f"detectors.{name}.params.{key}: not a parameter of {type_name} "
+                    f"(parameters: {', '.join(sorted(merged))})"
+                )
+            merged[key] = value
+        self.params = merged
+        try:
+            self.create()
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"detectors.{name}.params: {exc}") from exc
+
+    def create(self) -> Any:
+        """A fresh detector: the same as river's `clone()` of the prototype, without the copying."""
+        return self.type.cls(**self.params)
+
+    def dump(self, detector: Any) -> DetectorState:
+        return self.type.dump(detector)
+
+    def load(self, state: DetectorState) -> Any:
+        detector = self.create()
+        try:
+            self.type.load(detector, state)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StateError(
+                f"detector state for rule {self.name!r} is not understood: {exc}"
+            ) from exc
+        except BaseException as exc:  # river's Rust code panics on bad bytes
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            raise StateError(f"detector state for rule {self.name!r} is corrupt: {exc}") from exc
+        return detector
