@@ -1,0 +1,184 @@
+"""Prediction <-> label join by `prediction_id`, with an event-time TTL and bounded memory.
+
+Both sides wait in insertion-ordered dicts, so the oldest entry is always first: eviction when full
+and TTL expiry are O(1) per removed entry. The TTL is exact at match time (a label more than `ttl`
+after its prediction is counted late, never joined); memory is reclaimed from the front of each
+queue, so an entry that arrived out of event-time order may linger until the entries before it go.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+JoinKey = tuple[str, str]  # (model, prediction_id)
+
+
+class Pending:
+    """A prediction waiting for its label: what the performance signal needs, nothing more."""
+
+    __slots__ = ("key_id", "prediction", "time_ms")
+
+    def __init__(self, key_id: str, prediction: Any, time_ms: int | None) -> None:
+        self.key_id = key_id
+        self.prediction = prediction
+        self.time_ms = time_ms
+
+
+class WaitingLabel:
+    """A label that arrived before its prediction."""
+
+    __slots__ = ("label", "time_ms")
+
+    def __init__(self, label: Any, time_ms: int | None) -> None:
+        self.label = label
+        self.time_ms = time_ms
+
+
+class JoinCounters:
+    """Every way a join can end, counted. Cumulative; runtimes diff them per batch for metrics."""
+
+    __slots__ = (
+        "duplicate_labels",
+        "duplicate_predictions",
+        "evicted_labels",
+        "evicted_predictions",
+        "expired_labels",
+        "expired_predictions",
+        "late_labels",
+        "matched",
+    )
+
+    def __init__(self) -> None:
+        self.matched = 0
+        self.expired_predictions = 0  # no label within the TTL
+        self.expired_labels = 0  # unmatched: their prediction never came within the TTL
+        self.evicted_predictions = 0  # pushed out by max_pending_predictions
+        self.evicted_labels = 0  # pushed out by max_pending_labels
+        self.duplicate_predictions = 0
+        self.duplicate_labels = 0
+        self.late_labels = 0  # matched a prediction older than the TTL: not joined
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+class LabelJoin:
+    """Holds predictions until their labels arrive (and early labels until their predictions)."""
+
+    def __init__(
+        self,
+        *,
+        ttl_ms: int | None,
+        max_pending_predictions: int,
+        max_pending_labels: int,
+    ) -> None:
+        self.ttl_ms = ttl_ms
+        self.max_pending_predictions = max_pending_predictions
+        self.max_pending_labels = max_pending_labels
+        self.predictions: dict[JoinKey, Pending] = {}
+        self.labels: dict[JoinKey, WaitingLabel] = {}
+        self.counters = JoinCounters()
+        # Keys whose entry was added or removed since the last `take_changes()`, for the changelog.
+        self.changed: set[JoinKey] = set()
+
+    def _too_old(self, earlier_ms: int | None, later_ms: int | None) -> bool:
+        ttl = self.ttl_ms
+        return (
+            ttl is not None
+            and earlier_ms is not None
+            and later_ms is not None
+            and later_ms - earlier_ms > ttl
+        )
+
+    def add_prediction(self, key: JoinKey, pending: Pending) -> WaitingLabel | None:
+        """Store a prediction; return the label that was already waiting for it, if any."""
+        waiting = self.labels.pop(key, None)
+        if waiting is not None:
+            self.changed.add(key)
+            if self._too_old(pending.time_ms, waiting.time_ms) or self._too_old(
+                waiting.time_ms, pending.time_ms
+            ):
+                self.counters.late_labels += 1
+                return None
+            self.counters.matched += 1
+            return waiting
+        if key in self.predictions:
+            self.counters.duplicate_predictions += 1
+            return None
+        predictions = self.predictions
+        if len(predictions) >= self.max_pending_predictions:
+            oldest = next(iter(predictions))
+            del predictions[oldest]
+            self.changed.add(oldest)
+            self.counters.evicted_predictions += 1
+        predictions[key] = pending
+        self.changed.add(key)
+        return None
+
+    def add_label(self, key: JoinKey, label: WaitingLabel) -> Pending | None:
+        """Match a label with its prediction; park it if the prediction has not arrived yet."""
+        pending = self.predictions.pop(key, None)
+        if pending is not None:
+            self.changed.add(key)
+            if self._too_old(pending.time_ms, label.time_ms):
+                self.counters.late_labels += 1
+                return None
+            self.counters.matched += 1
+            return pending
+        labels = self.labels
+        if key in labels:
+            self.counters.duplicate_labels += 1
+            return None
+        if len(labels) >= self.max_pending_labels:
+            oldest = next(iter(labels))
+            del labels[oldest]
+            self.changed.add(oldest)
+            self.counters.evicted_labels += 1
+        labels[key] = label
+        self.changed.add(key)
+        return None
+
+    def discard_prediction(self, key: JoinKey) -> None:
+        """Forget a pending prediction whose label arrived carrying the prediction itself."""
+        if self.predictions.pop(key, None) is not None:
+            self.changed.add(key)
+
+    def expire(self, watermark_ms: int | None) -> None:
+        """Drop entries older than the TTL relative to the newest event time seen."""
+        if self.ttl_ms is None or watermark_ms is None:
+            return
+        horizon = watermark_ms - self.ttl_ms
+        counters = self.counters
+        for queue, is_prediction in ((self.predictions, True), (self.labels, False)):
+            while queue:
+                key = next(iter(queue))
+                entry_time = queue[key].time_ms
+                if entry_time is None or entry_time >= horizon:
+                    break
+                del queue[key]
+                self.changed.add(key)
+                if is_prediction:
+                    counters.expired_predictions += 1
+                else:
+                    counters.expired_labels += 1
+
+    # --- state -----------------------------------------------------------------------------
+    def dump_entry(self, key: JoinKey) -> list[Any] | None:
+        """The current entry for `key` as plain data, or None when it is gone (a tombstone)."""
+        pending = self.predictions.get(key)
+        if pending is not None:
+            return ["p", pending.key_id, pending.prediction, pending.time_ms]
+        waiting = self.labels.get(key)
+        if waiting is not None:
+            return ["l", waiting.label, waiting.time_ms]
+        return None
+
+    def load_entry(self, key: JoinKey, data: list[Any]) -> None:
+        if data[0] == "p":
+            self.predictions[key] = Pending(data[1], data[2], data[3])
+        else:
+            self.labels[key] = WaitingLabel(data[1], data[2])
+
+    def take_changes(self) -> set[JoinKey]:
+        changed, self.changed = self.changed, set()
+        return changed
