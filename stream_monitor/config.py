@@ -1,0 +1,282 @@
+"""Configuration: pydantic models, loaded from YAML plus environment overrides, validated once.
+
+Every error names the offending key (e.g. `join.ttl: ...`), and unknown keys are rejected, so a typo
+fails at start-up instead of silently doing nothing.
+
+Environment overrides: `STREAM_MONITOR__KAFKA__BOOTSTRAP_SERVERS=host:9092` sets
+`kafka.bootstrap_servers`; values are parsed as YAML scalars. `STREAM_MONITOR_STATE_KEY` sets the
+state signing key.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from stream_monitor.core.detectors import DetectorRule
+from stream_monitor.errors import ConfigError
+
+ENV_PREFIX = "STREAM_MONITOR__"
+SIGNAL_KINDS = ("performance", "prediction", "feature", "data_quality")
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+
+
+def parse_duration_ms(value: object) -> int | None:
+    """'7d', '12h', '30m', '45s', '200ms' or a number of seconds -> milliseconds; None/'none' -> None."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "off", "")):
+        return None
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as '7d', '12h', '30m', '45s' or '200ms'")
+    if isinstance(value, (int, float)):
+        return int(value * 1000)
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError(
+            f"{value!r} is not a duration such as '7d', '12h', '30m', '45s' or '200ms'"
+        )
+    return int(float(match.group(1)) * _UNIT_MS[match.group(2) or "s"])
+
+
+DurationMs = Annotated[int | None, BeforeValidator(parse_duration_ms)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DetectorSpec(_Strict):
+    """A detector rule: a river detector type and any of its constructor parameters."""
+
+    type: Literal["adwin", "page_hinkley"]
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class SignalRules(_Strict):
+    """Detector rule names per signal kind. None inherits; an empty list switches the kind off."""
+
+    performance: list[str] | None = None
+    prediction: list[str] | None = None
+    feature: list[str] | None = None
+    data_quality: list[str] | None = None
+
+
+class FeatureSelection(_Strict):
+    include: list[str] = Field(default_factory=list)  # empty: every numeric feature
+    exclude: list[str] = Field(default_factory=list)
+
+
+class ModelRule(_Strict):
+    """Settings for the models whose name matches `match` (a glob). The first match wins."""
+
+    match: str = "*"
+    task: Literal["auto", "classification", "regression"] = "auto"
+    positive_class: str | int | bool | None = None
+    features: FeatureSelection = Field(default_factory=FeatureSelection)
+    signals: SignalRules = Field(default_factory=SignalRules)
+    # Per signal name ("error", "score", "tenure", "missing_rate:tenure", ...): its own rules.
+    overrides: dict[str, list[str]] = Field(default_factory=dict)
+
+
+class KeyBy(_Strict):
+    """What splits monitoring beyond the model: its version and/or segment fields."""
+
+    model_version: bool = False
+    segment: list[str] = Field(default_factory=list)
+
+
+class AlertsConfig(_Strict):
+    source: str = "stream-monitor"
+    # After an alert, the same detector on the same key stays quiet for this many observations.
+    cooldown: int = Field(default=1000, ge=0)
+    max_likely_causes: int = Field(default=5, ge=0)
+    # A feature "moved" when its recent mean is this many standard deviations from its baseline.
+    likely_cause_min_shift: float = Field(default=0.5, ge=0)
+
+
+class JoinConfig(_Strict):
+    ttl: DurationMs = Field(default=7 * 86_400_000)
+    max_pending_predictions: int = Field(default=1_000_000, ge=1)
+    max_pending_labels: int = Field(default=100_000, ge=1)
+
+
+class EventsConfig(_Strict):
+    max_bytes: int = Field(default=1_048_576, ge=64)
+
+
+class StateConfig(_Strict):
+    # HMAC key for state records read back from Kafka. Set it (or STREAM_MONITOR_STATE_KEY) to
+    # the same secret on every instance of a consumer group.
+    signing_key: SecretStr | None = None
+
+
+class TopicsConfig(_Strict):
+    predictions: str = "predictions"
+    labels: str = "labels"
+    alerts: str = "alerts"
+    dead_letters: str = "dead-letters"
+
+
+class KafkaConfig(_Strict):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    group_id: str = "stream-monitor"
+    # Stable per instance: the transactional.id and client.id derive from it.
+    instance_id: str | None = None
+    topics: TopicsConfig = Field(default_factory=TopicsConfig)
+    partitions: int = Field(default=4, ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+    processing_guarantee: Literal["exactly_once", "at_least_once"] = "exactly_once"
+    partitioning: Literal["by_model", "repartition"] = "by_model"
+    commit_interval: DurationMs = Field(default=200)
+    commit_max_events: int = Field(default=10_000, ge=1)
+    batch_size: int = Field(default=5_000, ge=1)
+    poll_timeout: DurationMs = Field(default=100)
+    session_timeout: DurationMs = Field(default=10_000)
+    # Raw librdkafka settings passed to every client (security.protocol, sasl.*, ssl.*, ...).
+    client: dict[str, Any] = Field(default_factory=dict)
+    consumer: dict[str, Any] = Field(default_factory=dict)
+    producer: dict[str, Any] = Field(default_factory=dict)
+    on_broker_down: Literal["retry", "exit"] = "retry"
+    broker_down_timeout: DurationMs = Field(default=60_000)
+
+
+class Config(_Strict):
+    detectors: dict[str, DetectorSpec] = Field(
+        default_factory=lambda: {"adwin": DetectorSpec(type="adwin")}
+    )
+    signals: SignalRules = Field(
+        default_factory=lambda: SignalRules(
+            performance=["adwin"], prediction=["adwin"], feature=["adwin"], data_quality=["adwin"]
+        )
+    )
+    models: list[ModelRule] = Field(default_factory=lambda: [ModelRule()])
+    key_by: KeyBy = Field(default_factory=KeyBy)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    join: JoinConfig = Field(default_factory=JoinConfig)
+    events: EventsConfig = Field(default_factory=EventsConfig)
+    state: StateConfig = Field(default_factory=StateConfig)
+    kafka: KafkaConfig = Field(default_factory=KafkaConfig)
+
+    @field_validator("detectors")
+    @classmethod
+    def _detectors_build(cls, value: dict[str, DetectorSpec]) -> dict[str, DetectorSpec]:
+        for name, spec in value.items():
+            DetectorRule(name, spec.type, spec.params)  # raises ConfigError naming the key
+        return value
+
+    @model_validator(mode="after")
+    def _rules_exist(self) -> Config:
+        known = set(self.detectors)
+
+        def check(where: str, names: list[str] | None) -> None:
+            for name in names or []:
+                if name not in known:
+                    raise ConfigError(
+                        f"{where}: unknown detector rule {name!r} (defined: {', '.join(sorted(known))})"
+                    )
+
+        for kind in SIGNAL_KINDS:
+            check(f"signals.{kind}", getattr(self.signals, kind))
+        for index, rule in enumerate(self.models):
+            for kind in SIGNAL_KINDS:
+                check(f"models[{index}].signals.{kind}", getattr(rule.signals, kind))
+            for signal, names in rule.overrides.items():
+                check(f"models[{index}].overrides.{signal}", names)
+        return self
+
+    def detector_rules(self) -> dict[str, DetectorRule]:
+        return {
+            name: DetectorRule(name, spec.type, spec.params)
+            for name, spec in self.detectors.items()
+        }
+
+    def signing_key(self) -> bytes | None:
+        secret = self.state.signing_key
+        return secret.get_secret_value().encode() if secret is not None else None
+
+
+def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        path = [part.lower() for part in name[len(ENV_PREFIX) :].split("__") if part]
+        if not path:
+            continue
+        node = data
+        for part in path[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = {}
+                node[part] = child
+            node = child
+        node[path[-1]] = yaml.safe_load(raw) if raw else raw
+    key = environ.get("STREAM_MONITOR_STATE_KEY")
+    if key:
+        data.setdefault("state", {})
+        if isinstance(data["state"], dict):
+            data["state"]["signing_key"] = key
+    return data
+
+
+def _format_validation_error(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        location = ".".join(
+            f"[{part}]" if isinstance(part, int) else str(part) for part in error["loc"]
+        ).replace(".[", "[")
+        message = error["msg"]
+        if message.startswith("Value error, "):
+            message = message[len("Value error, ") :]
+        lines.append(f"{location or '(top level)'}: {message}")
+    return "; ".join(lines)
+
+
+def build_config(
+    data: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+) -> Config:
+    """Validate a config mapping (plus env overrides) into a `Config`, or raise `ConfigError`."""
+    merged = _apply_env(dict(data or {}), os.environ if environ is None else environ)
+    try:
+        return Config.model_validate(merged)
+    except ValidationError as exc:
+        # A ConfigError raised inside a validator arrives wrapped; surface its own message.
+        for error in exc.errors():
+            cause = (error.get("ctx") or {}).get("error")
+            if isinstance(cause, ConfigError):
+                raise cause from None
+        raise ConfigError(_format_validation_error(exc)) from None
+    except ConfigError:
+        raise
+
+
+def load_config(path: str | Path | None, environ: Mapping[str, str] | None = None) -> Config:
+    """Read a YAML config file (None: all defaults) and validate it."""
+    data: Any = {}
+    if path is not None:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping")
+    return build_config(data, environ)

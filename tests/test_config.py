@@ -1,0 +1,93 @@
+"""Config errors fail fast and name the offending key; env overrides and secrets behave."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from stream_monitor.config import build_config, load_config, parse_duration_ms
+from stream_monitor.errors import ConfigError
+from tests.helpers import ROOT
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"join": {"ttl": "seven days"}}, "join.ttl: 'seven days' is not a duration"),
+        (
+            {"join": {"max_pending_predictions": 0}},
+            "join.max_pending_predictions: Input should be greater than or equal to 1",
+        ),
+        ({"alerts": {"cooldown": "soon"}}, "alerts.cooldown: Input should be a valid integer"),
+        (
+            {"detectors": {"x": {"type": "cusum"}}},
+            "detectors.x.type: Input should be 'adwin' or 'page_hinkley'",
+        ),
+        (
+            {"detectors": {"x": {"type": "adwin", "params": {"delt": 1}}}},
+            "detectors.x.params.delt: not a parameter of adwin",
+        ),
+        ({"signals": {"feature": ["nope"]}}, "signals.feature: unknown detector rule 'nope'"),
+        (
+            {"models": [{"match": "*", "overrides": {"tenure": ["ph"]}}]},
+            "models[0].overrides.tenure: unknown detector rule 'ph'",
+        ),
+        (
+            {"models": [{"match": "*", "task": "ranking"}]},
+            "models[0].task: Input should be 'auto', 'classification' or 'regression'",
+        ),
+        (
+            {"kafka": {"processing_guarantee": "maybe"}},
+            "kafka.processing_guarantee: Input should be",
+        ),
+        (
+            {"kafka": {"bootstrap_server": "x"}},
+            "kafka.bootstrap_server: Extra inputs are not permitted",
+        ),
+        ({"typo": 1}, "typo: Extra inputs are not permitted"),
+    ],
+)
+def test_errors_name_the_offending_key(data: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        build_config(data, environ={})
+    assert message in str(caught.value)
+
+
+def test_environment_overrides_nested_keys_and_the_state_key() -> None:
+    config = build_config(
+        {"kafka": {"group_id": "g"}},
+        environ={
+            "STREAM_MONITOR__KAFKA__BOOTSTRAP_SERVERS": "broker:9093",
+            "STREAM_MONITOR__KAFKA__PARTITIONS": "8",
+            "STREAM_MONITOR__JOIN__TTL": "2h",
+            "STREAM_MONITOR_STATE_KEY": "a-long-enough-secret",
+            "UNRELATED": "x",
+        },
+    )
+    assert config.kafka.bootstrap_servers == "broker:9093" and config.kafka.group_id == "g"
+    assert config.kafka.partitions == 8 and config.join.ttl == 7_200_000
+    assert config.signing_key() == b"a-long-enough-secret"
+    assert "a-long-enough-secret" not in repr(config)
+
+
+def test_durations() -> None:
+    assert parse_duration_ms("7d") == 604_800_000
+    assert parse_duration_ms("200ms") == 200
+    assert parse_duration_ms("1.5s") == 1500
+    assert parse_duration_ms(30) == 30_000
+    assert parse_duration_ms("none") is None
+
+
+def test_shipped_configs_are_valid() -> None:
+    for path in sorted((ROOT / "configs").glob("*.yaml")):
+        load_config(path, environ={})
+
+
+def test_unreadable_or_invalid_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config(tmp_path / "missing.yaml", environ={})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="the top level must be a mapping"):
+        load_config(bad, environ={})
