@@ -1,0 +1,196 @@
+"""The `stream-monitor` command: the composition root, and the only place that configures logging."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import IO
+
+import click
+import orjson
+
+from stream_monitor import __version__
+from stream_monitor.config import Config, load_config
+from stream_monitor.errors import StreamMonitorError
+
+log = logging.getLogger("stream_monitor")
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _load(path: str | None) -> Config:
+    try:
+        return load_config(path)
+    except StreamMonitorError as exc:
+        raise click.ClickException(f"config error: {exc}") from exc
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="stream-monitor")
+@click.option(
+    "--log-level", default="INFO", show_default=True, help="DEBUG, INFO, WARNING or ERROR."
+)
+def main(log_level: str) -> None:
+    """Watch ML models in production: drift and performance alerts from Kafka events."""
+    configure_logging(log_level)
+
+
+@main.command()
+@click.option(
+    "--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="YAML config."
+)
+@click.option(
+    "--predictions", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True
+)
+@click.option("--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Alerts file (default stdout).",
+)
+@click.option("--pretty", is_flag=True, help="One readable line per alert instead of JSON.")
+def replay(
+    config_path: str | None,
+    predictions: Path,
+    labels: Path | None,
+    output: Path | None,
+    pretty: bool,
+) -> None:
+    """Run the monitor offline over JSON Lines files; print one alert (CloudEvents JSON) per line."""
+    from stream_monitor.replay import replay as run_replay
+
+    config = _load(config_path)
+    handle: IO[bytes] = output.open("wb") if output else sys.stdout.buffer
+    if pretty:
+        handle = _PrettyAlerts(handle)  # type: ignore[assignment]
+    try:
+        summary = run_replay(config, predictions, labels, handle)
+    finally:
+        if output:
+            handle.close()
+        else:
+            handle.flush()
+    by_model = ", ".join(
+        f"{model}: {count}" for model, count in sorted(summary.alerts_by_model.items())
+    )
+    joins = summary.joins
+    click.echo(
+        f"replayed {summary.events['prediction']} predictions and {summary.events['label']} labels; "
+        f"{joins.get('matched', 0)} joined; {summary.bad_lines} bad lines skipped; "
+        f"{summary.alerts} alerts" + (f" ({by_model})" if by_model else ""),
+        err=True,
+    )
+
+
+class _PrettyAlerts:
+    """A write-only stream that turns alert JSON lines into readable lines."""
+
+    def __init__(self, inner: IO[bytes]) -> None:
+        self.inner = inner
+
+    def write(self, line: bytes) -> int:
+        from stream_monitor.core.alerts import describe
+
+        return self.inner.write(describe(orjson.loads(line)).encode() + b"\n")
+
+    def flush(self) -> None:
+        self.inner.flush()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+@main.command()
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default="sample",
+    show_default=True,
+)
+@click.option("--scenario", default="default", show_default=True, help="default or stable.")
+@click.option("--events", default=6000, show_default=True, help="Predictions per model.")
+@click.option("--seed", default=7, show_default=True)
+def sample(out_dir: Path, scenario: str, events: int, seed: int) -> None:
+    """Write a seeded sample (predictions.jsonl, labels.jsonl) with drift injected at known points."""
+    from stream_monitor.scenarios import generate
+
+    try:
+        generated = generate(scenario, events=events, seed=seed)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--scenario") from exc
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, rows in (("predictions", generated.predictions), ("labels", generated.labels)):
+        with (out_dir / f"{name}.jsonl").open("wb") as handle:
+            for row in rows:
+                handle.write(orjson.dumps(row) + b"\n")
+    changes = ", ".join(
+        f"{model} at event {index}" if index is not None else f"{model} stable"
+        for model, index in generated.change_points.items()
+    )
+    click.echo(
+        f"wrote {len(generated.predictions)} predictions and {len(generated.labels)} labels to {out_dir}/ ({changes})",
+        err=True,
+    )
+
+
+@main.command()
+@click.option("--events", default=6000, show_default=True, help="Predictions per model.")
+@click.option("--seed", default=7, show_default=True)
+def demo(events: int, seed: int) -> None:
+    """Generate a seeded three-model scenario with injected drift and show what the monitor finds."""
+    import tempfile
+
+    from stream_monitor.core.alerts import describe
+    from stream_monitor.replay import replay as run_replay
+    from stream_monitor.scenarios import generate
+
+    generated = generate("default", events=events, seed=seed)
+    click.echo(
+        f"Scenario: {generated.description['scenario']}.\n"
+        f"{events} predictions per model, labels 60 s later; drift injected at event "
+        f"{generated.change_points['credit']} of credit and fraud.\n"
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        paths = {}
+        for name, rows in (("predictions", generated.predictions), ("labels", generated.labels)):
+            paths[name] = Path(folder) / f"{name}.jsonl"
+            paths[name].write_bytes(b"".join(orjson.dumps(row) + b"\n" for row in rows))
+        import io
+
+        buffer = io.BytesIO()
+        summary = run_replay(
+            load_config(None, environ={}), paths["predictions"], paths["labels"], buffer
+        )
+    for line in buffer.getvalue().splitlines():
+        click.echo(describe(orjson.loads(line)))
+    click.echo(
+        f"\n{summary.events['prediction']} predictions, {summary.events['label']} labels, "
+        f"{summary.joins['matched']} joined, {summary.alerts} alerts."
+    )
+
+
+@main.command("check-config")
+@click.argument("config_path", type=click.Path(exists=True, dir_okay=False))
+def check_config(config_path: str) -> None:
+    """Validate a config file and print it with secrets redacted."""
+    config = _load(config_path)
+    click.echo(orjson.dumps(redacted(config), option=orjson.OPT_INDENT_2).decode())
+
+
+def redacted(config: Config) -> dict[str, object]:
+    """The config as data, with every secret-looking value replaced by '***'."""
+    from stream_monitor.secrets import redact
+
+    return redact(config.model_dump(mode="json"))  # type: ignore[no-any-return]
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
