@@ -118,3 +118,21 @@ def test_merge_orders_by_timestamp_predictions_first_on_ties(tmp_path: Path) -> 
         (r[0][0], r[1]["prediction_id"]) for r in merged(tmp_path / "p.jsonl", tmp_path / "l.jsonl")
     ]
     assert order == [("p", "a"), ("l", "a"), ("l", "x"), ("p", "b"), ("p", "c")]
+
+
+def test_example_config_raises_nothing_on_stationary_data(tmp_path: Path) -> None:
+    scenario = generate("stable", events=6000, seed=21)
+    write_jsonl(tmp_path / "p.jsonl", scenario.predictions)
+    write_jsonl(tmp_path / "l.jsonl", scenario.labels)
+    result = run(
+        "replay",
+        "--config",
+        "configs/example.yaml",
+        "--predictions",
+        str(tmp_path / "p.jsonl"),
+        "--labels",
+        str(tmp_path / "l.jsonl"),
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ""
+    assert "18000 joined; 0 bad lines skipped; 0 alerts" in result.stderr

@@ -283,8 +283,6 @@ class Monitor:
                 self.counters.unmonitored += 1
                 return
             self.join.discard_prediction(join_key)
-            if state.invalid is not None:
-                self._observe(state, state.invalid, 0.0)
             self._performance(state, event.prediction, event.label)
             return
         if self._plan(event.model) is None:
@@ -297,8 +295,6 @@ class Monitor:
         if state is None:  # its key state was lost; nothing to attribute the error to
             return
         self._dirty.add(state)
-        if state.invalid is not None:
-            self._observe(state, state.invalid, 0.0)
         self._performance(state, pending.prediction, event.label)
 
     def _performance(self, state: KeyState, prediction: Any, label: Any) -> None:
@@ -332,7 +328,9 @@ class Monitor:
         counters.invalid[error.reason] = counters.invalid.get(error.reason, 0) + 1
         self._output.dead_letters.append(DeadLetter(record, error))
         partial = error.partial
-        if partial is None:
+        # invalid_rate follows the predictions stream only: mixing in label events would make its
+        # observation counts (and so alert ids) depend on how the two topics interleave.
+        if partial is None or record[0] != PREDICTION:
             return
         model = partial.get("model")
         if type(model) is not str or not model:

@@ -4,7 +4,8 @@ Signal kinds and names:
 - performance: `error` (classification, 0/1) or `absolute_error` (regression), per joined pair;
 - prediction: `score` when present, else `prediction` (numeric), else `positive_rate` (class);
 - feature: each numeric feature, by its name;
-- data_quality: `missing_rate:<feature>` (absent, null or non-finite) and `invalid_rate`.
+- data_quality: `missing_rate:<feature>` (absent, null or non-finite) and `invalid_rate` (the
+  share of invalid events on the predictions stream).
 """
 
 from __future__ import annotations
