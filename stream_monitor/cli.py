@@ -177,6 +177,118 @@ def demo(events: int, seed: int) -> None:
     )
 
 
+def _with_bootstrap(config: Config, bootstrap_servers: str | None) -> Config:
+    if not bootstrap_servers:
+        return config
+    kafka = config.kafka.model_copy(update={"bootstrap_servers": bootstrap_servers})
+    return config.model_copy(update={"kafka": kafka})
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=9092, show_default=True, type=int)
+def broker(host: str, port: int) -> None:
+    """Run the embedded Kafka-compatible broker (in memory) until Ctrl-C / SIGTERM."""
+    import signal
+
+    from stream_monitor.embedded import EmbeddedBroker
+
+    embedded = EmbeddedBroker(host, port, quiet=False)
+    try:
+        embedded.start()
+    except StreamMonitorError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(
+        f"broker listening on {embedded.bootstrap_servers} (in memory; Ctrl-C stops it)", err=True
+    )
+
+    def stop(signum: int, frame: object) -> None:
+        embedded.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    embedded.wait()
+    embedded.stop()
+
+
+@main.group()
+def topics() -> None:
+    """Manage the monitor's topics."""
+
+
+@topics.command("create")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--bootstrap-servers", help="Overrides kafka.bootstrap_servers.")
+def topics_create(config_path: str | None, bootstrap_servers: str | None) -> None:
+    """Create input, alert, dead-letter and internal topics (idempotent)."""
+    from confluent_kafka.admin import AdminClient
+
+    from stream_monitor.kafka.settings import admin_settings
+    from stream_monitor.kafka.topics import ensure_topics
+
+    config = _with_bootstrap(_load(config_path), bootstrap_servers)
+    try:
+        outcome = ensure_topics(AdminClient(admin_settings(config)), config)
+    except StreamMonitorError as exc:
+        raise click.ClickException(str(exc)) from exc
+    for name, state in sorted(outcome.items()):
+        click.echo(f"{state:8} {name}")
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--bootstrap-servers", help="Overrides kafka.bootstrap_servers.")
+@click.option("--instance-id", help="Overrides kafka.instance_id (stable per instance).")
+def run(config_path: str | None, bootstrap_servers: str | None, instance_id: str | None) -> None:
+    """Run the monitor service on Kafka until SIGTERM/SIGINT."""
+    import signal
+    import threading
+
+    from confluent_kafka.admin import AdminClient
+
+    from stream_monitor.core.state import StateCodec
+    from stream_monitor.kafka import FencedError
+    from stream_monitor.kafka.service import MonitorService
+    from stream_monitor.kafka.settings import admin_settings
+    from stream_monitor.kafka.topics import ensure_topics
+    from stream_monitor.statekey import resolve_signing_key
+
+    config = _with_bootstrap(_load(config_path), bootstrap_servers)
+    if instance_id:
+        config = config.model_copy(
+            update={"kafka": config.kafka.model_copy(update={"instance_id": instance_id})}
+        )
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        log.info(
+            "signal %s received: finishing the batch, committing, stopping",
+            signal.Signals(signum).name,
+        )
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        ensure_topics(AdminClient(admin_settings(config)), config)
+        service = MonitorService(config, codec=StateCodec(resolve_signing_key(config)), stop=stop)
+        service.run()
+    except FencedError as exc:
+        log.error("%s", exc)
+        sys.exit(3)
+    except StreamMonitorError as exc:
+        log.error("stopping: %s", exc)
+        sys.exit(1)
+    counters = service.counters
+    log.info(
+        "stopped cleanly consumed=%d alerts=%d dead_letters=%d commits=%d",
+        counters.consumed,
+        counters.alerts,
+        counters.dead_letters,
+        counters.commits,
+    )
+
+
 @main.command("check-config")
 @click.argument("config_path", type=click.Path(exists=True, dir_okay=False))
 def check_config(config_path: str) -> None:

@@ -1,0 +1,11 @@
+"""The confluent-kafka runtime around the pure core: topics, clients, changelog, the service loop."""
+
+from stream_monitor.errors import StreamMonitorError
+
+
+class KafkaRuntimeError(StreamMonitorError):
+    """A Kafka-side failure the service cannot work around."""
+
+
+class FencedError(KafkaRuntimeError):
+    """Another instance took over this instance's transactional.id."""

@@ -1,0 +1,97 @@
+"""librdkafka settings for every client, built from config: raw passthrough plus what we require."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from typing import Any
+
+from stream_monitor.config import Config
+from stream_monitor.secrets import redact
+
+log = logging.getLogger(__name__)
+
+
+def instance_id(config: Config) -> str:
+    """Stable per instance: it names the transactional.id, which must survive restarts."""
+    return config.kafka.instance_id or socket.gethostname()
+
+
+def common(config: Config) -> dict[str, Any]:
+    settings: dict[str, Any] = {"bootstrap.servers": config.kafka.bootstrap_servers}
+    settings.update(config.kafka.client)
+    return settings
+
+
+def consumer_settings(config: Config, **overrides: Any) -> dict[str, Any]:
+    kafka = config.kafka
+    settings = common(config)
+    settings.update(
+        {
+            "group.id": kafka.group_id,
+            "client.id": f"{kafka.group_id}-{instance_id(config)}",
+            "enable.auto.commit": False,
+            # Offsets are stored only after a record is fully processed, and committed by us.
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+            # range keeps partition p of predictions and of labels on the same member (co-partitioning).
+            "partition.assignment.strategy": "range",
+            "session.timeout.ms": kafka.session_timeout,
+            "heartbeat.interval.ms": max(100, (kafka.session_timeout or 10_000) // 5),
+        }
+    )
+    settings.update(kafka.consumer)
+    settings.update(overrides)
+    return settings
+
+
+def reader_settings(config: Config, purpose: str, **overrides: Any) -> dict[str, Any]:
+    """A group-less consumer (assign only, never commits) for restores and scans."""
+    settings = common(config)
+    settings.update(
+        {
+            "group.id": f"{config.kafka.group_id}-{purpose}",
+            "client.id": f"{config.kafka.group_id}-{instance_id(config)}-{purpose}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "isolation.level": "read_committed",
+            "auto.offset.reset": "earliest",
+            # Restores read to the end and stop: do not wait for more data that will not come.
+            "fetch.wait.max.ms": 10,
+        }
+    )
+    settings.update(config.kafka.consumer)
+    settings.update(overrides)
+    return settings
+
+
+def producer_settings(config: Config, **overrides: Any) -> dict[str, Any]:
+    kafka = config.kafka
+    settings = common(config)
+    settings.update(
+        {
+            "client.id": f"{kafka.group_id}-{instance_id(config)}",
+            "enable.idempotence": True,
+            # The Java client's partitioner: a model key lands where a Java producer would put it.
+            "partitioner": "murmur2_random",
+            "linger.ms": 5,
+            "compression.type": "lz4",
+        }
+    )
+    if kafka.processing_guarantee == "exactly_once":
+        settings["transactional.id"] = f"{kafka.group_id}-{instance_id(config)}"
+        settings.setdefault("transaction.timeout.ms", 60_000)
+    settings.update(kafka.producer)
+    settings.update(overrides)
+    return settings
+
+
+def admin_settings(config: Config) -> dict[str, Any]:
+    return common(config)
+
+
+def describe(settings: dict[str, Any]) -> str:
+    """For logs: every setting, secrets redacted."""
+    shown = {key: value for key, value in settings.items() if not callable(value)}
+    return " ".join(f"{key}={value}" for key, value in sorted(redact(shown).items()))

@@ -1,0 +1,238 @@
+"""Helpers for tests against the embedded broker: unique names, bounded waits, readers, runners."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from stream_monitor.config import Config, build_config
+from stream_monitor.core.events import LABEL, PREDICTION
+from stream_monitor.core.monitor import Monitor
+from stream_monitor.core.state import StateCodec
+from stream_monitor.kafka.changelog import RUNTIME_KEY, Changelog
+from stream_monitor.kafka.service import MonitorService
+from stream_monitor.kafka.settings import reader_settings
+from stream_monitor.kafka.topics import TopicNames, ensure_topics
+from stream_monitor.scenarios import Scenario
+
+ROOT = Path(__file__).resolve().parents[2]
+KEY = "integration-test-signing-key"
+
+
+def wait_for(
+    condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.1
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def config_data(bootstrap: str, **kafka: Any) -> dict[str, Any]:
+    """A config with its own uuid topic and group names, and short timeouts for tests."""
+    run = uuid.uuid4().hex[:8]
+    settings: dict[str, Any] = {
+        "bootstrap_servers": bootstrap,
+        "group_id": f"group-{run}",
+        "instance_id": "a",
+        "session_timeout": "6s",
+        "topics": {
+            "predictions": f"predictions-{run}",
+            "labels": f"labels-{run}",
+            "alerts": f"alerts-{run}",
+            "dead_letters": f"dead-letters-{run}",
+        },
+    }
+    settings.update(kafka)
+    return {"kafka": settings, "state": {"signing_key": KEY}}
+
+
+def make_config(data: dict[str, Any]) -> Config:
+    return build_config(data, environ={})
+
+
+def create_topics(config: Config) -> TopicNames:
+    ensure_topics(AdminClient({"bootstrap.servers": config.kafka.bootstrap_servers}), config)
+    return TopicNames.from_config(config)
+
+
+def read_topic(
+    bootstrap: str, topic: str, *, committed: bool = True, idle: float = 1.5, timeout: float = 30
+) -> list[Any]:
+    """Every message of a topic, from the beginning until `idle` seconds pass with nothing new."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": unique("reader"),
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed" if committed else "read_uncommitted",
+        }
+    )
+    try:
+        metadata = consumer.list_topics(topic, timeout=10).topics[topic]
+        consumer.assign([TopicPartition(topic, p, 0) for p in metadata.partitions])
+        messages: list[Any] = []
+        deadline = time.monotonic() + timeout
+        last = time.monotonic()
+        while time.monotonic() - last < idle and time.monotonic() < deadline:
+            for message in consumer.consume(500, 0.1):
+                if message.error() is None:
+                    messages.append(message)
+                    last = time.monotonic()
+        return messages
+    finally:
+        consumer.close()
+
+
+def alert_events(bootstrap: str, topic: str, **kwargs: Any) -> list[dict[str, Any]]:
+    return [orjson.loads(m.value()) for m in read_topic(bootstrap, topic, **kwargs)]
+
+
+def expected_alerts(config: Config, scenario: Scenario) -> dict[str, dict[str, Any]]:
+    """The core's alerts offline: per key the order is the produced order, so ids must match."""
+    monitor = Monitor(config, source=config.kafka.group_id)
+    records = [(PREDICTION, e, None, "p", 0, i) for i, e in enumerate(scenario.predictions)]
+    records += [(LABEL, e, None, "l", 0, i) for i, e in enumerate(scenario.labels)]
+    return {alert.id: alert.event for alert in monitor.process(records).alerts}
+
+
+def without_position(event: dict[str, Any]) -> dict[str, Any]:
+    data = {k: v for k, v in event["data"].items() if k != "source_position"}
+    return {**event, "data": data}
+
+
+def committed_total(config: Config, topic: str) -> int:
+    consumer = Consumer(
+        {"bootstrap.servers": config.kafka.bootstrap_servers, "group.id": config.kafka.group_id}
+    )
+    try:
+        partitions = [TopicPartition(topic, p) for p in range(config.kafka.partitions)]
+        return sum(max(tp.offset, 0) for tp in consumer.committed(partitions, timeout=10))
+    finally:
+        consumer.close()
+
+
+def restored_monitors(config: Config) -> dict[int, Monitor]:
+    """The state a new instance would restore, per partition, as Monitors to inspect."""
+    names = TopicNames.from_config(config)
+    consumer = Consumer(
+        {"bootstrap.servers": config.kafka.bootstrap_servers, "group.id": config.kafka.group_id}
+    )
+    try:
+        streams = (names.predictions, names.labels)
+        if config.kafka.partitioning == "repartition":
+            streams = (names.repartition_predictions, names.repartition_labels)
+        tags = {}
+        for p in range(config.kafka.partitions):
+            committed = consumer.committed(
+                [TopicPartition(topic, p) for topic in streams], timeout=10
+            )
+            tags[p] = tuple(max(tp.offset, 0) for tp in committed)
+    finally:
+        consumer.close()
+    restored = Changelog(names.state, StateCodec(KEY.encode())).restore(
+        reader_settings(config, "test"), tags
+    )
+    monitors = {}
+    for partition, items in restored.items():
+        items.pop(RUNTIME_KEY, None)
+        monitor = Monitor(config)
+        monitor.restore(items.items())
+        monitors[partition] = monitor
+    return monitors
+
+
+def observation_counts(monitors: dict[int, Monitor]) -> dict[tuple[str, str], int]:
+    """(monitor key, 'kind/name') -> values its first detector has seen, over all partitions."""
+    counts: dict[tuple[str, str], int] = {}
+    for monitor in monitors.values():
+        for key, state in monitor.keys.items():
+            for signal_ in state.signals():
+                counts[(key, f"{signal_.kind}/{signal_.name}")] = signal_.tracks[0].seen
+    return counts
+
+
+class ServiceThread:
+    """Runs a MonitorService in a thread of the test process."""
+
+    def __init__(self, config: Config) -> None:
+        self.stop = threading.Event()
+        self.service = MonitorService(config, codec=StateCodec(KEY.encode()), stop=self.stop)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.service.run()
+        except BaseException as exc:  # surfaced by join()
+            self.error = exc
+
+    def __enter__(self) -> ServiceThread:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.join()
+
+    def join(self, timeout: float = 60) -> None:
+        self.stop.set()
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "service did not stop"
+        if self.error is not None:
+            raise self.error
+
+
+class ServiceProcess:
+    """Runs `stream-monitor run` as a real process, so it can be killed with SIGKILL."""
+
+    def __init__(self, data: dict[str, Any], folder: Path, name: str = "a") -> None:
+        self.path = folder / f"config-{name}-{uuid.uuid4().hex[:6]}.yaml"
+        self.path.write_text(yaml.safe_dump(data))
+        self.log = folder / f"run-{name}-{uuid.uuid4().hex[:6]}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ServiceProcess:
+        handle = self.log.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "stream_monitor.cli", "run", "--config", str(self.path)],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        return self
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def terminate(self, timeout: float = 60) -> int:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def is_eof(error: KafkaError | None) -> bool:
+    return error is not None and error.code() == KafkaError._PARTITION_EOF
