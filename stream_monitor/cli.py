@@ -18,11 +18,15 @@ log = logging.getLogger("stream_monitor")
 
 
 def configure_logging(level: str) -> None:
+    numeric = getattr(logging, level.upper(), logging.INFO)
     logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
+        level=numeric,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
+    # librdkafka repeats every connection failure; the service reports them once per attempt.
+    quiet = numeric if numeric <= logging.DEBUG else logging.CRITICAL
+    logging.getLogger("stream_monitor.librdkafka").setLevel(quiet)
 
 
 def _load(path: str | None) -> Config:
@@ -203,7 +207,7 @@ def broker(host: str, port: int) -> None:
     )
 
     def stop(signum: int, frame: object) -> None:
-        embedded.stop()
+        embedded.terminate()  # the wait() below returns once the broker has exited
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
@@ -250,7 +254,7 @@ def run(config_path: str | None, bootstrap_servers: str | None, instance_id: str
     from stream_monitor.kafka import FencedError
     from stream_monitor.kafka.service import MonitorService
     from stream_monitor.kafka.settings import admin_settings
-    from stream_monitor.kafka.topics import ensure_topics
+    from stream_monitor.kafka.topics import ensure_topics, wait_for_broker
     from stream_monitor.statekey import resolve_signing_key
 
     config = _with_bootstrap(_load(config_path), bootstrap_servers)
@@ -270,7 +274,9 @@ def run(config_path: str | None, bootstrap_servers: str | None, instance_id: str
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
-        ensure_topics(AdminClient(admin_settings(config)), config)
+        admin = AdminClient(admin_settings(config))
+        wait_for_broker(admin, config, stop)
+        ensure_topics(admin, config)
         service = MonitorService(config, codec=StateCodec(resolve_signing_key(config)), stop=stop)
         service.run()
     except FencedError as exc:

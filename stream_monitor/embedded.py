@@ -117,6 +117,11 @@ class EmbeddedBroker:
             process.kill()
             process.wait()
 
+    def terminate(self) -> None:
+        """Ask the broker to stop without waiting (safe inside a signal handler)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+
     def wait(self) -> int:
         """Block until the broker exits (used by `stream-monitor broker`)."""
         assert self.process is not None

@@ -56,7 +56,7 @@ def _load_page_hinkley(detector: PageHinkley, state: DetectorState) -> None:
     detector._sum_decrease = float(state["sum_decrease"])
     minimum = state["min_increase"]
     detector._min_increase = float("inf") if minimum is None else float(minimum)
-    detector._max_decrease = float(state["max_decrease"])  # type: ignore[assignment]
+    detector._max_decrease = float(state["max_decrease"])
     detector._drift_detected = bool(state["detected"])
 
 

@@ -10,6 +10,7 @@ last checkpoint and never emits those ids again.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -32,6 +33,7 @@ from stream_monitor.core.monitor import DeadLetter, Monitor, Output, Record
 from stream_monitor.core.state import StateCodec
 from stream_monitor.kafka import FencedError, KafkaRuntimeError, deadletters
 from stream_monitor.kafka.changelog import RUNTIME_KEY, Changelog, read_to_end
+from stream_monitor.kafka.retry import give_up_after, with_retry
 from stream_monitor.kafka.settings import (
     consumer_settings,
     describe,
@@ -176,44 +178,20 @@ class MonitorService:
         log.info("consumer settings: %s", describe(consumer_config))
         self._producer = self._producer_factory(producer_config)
         if self.exactly_once:
-            self._retry("initialise transactions", lambda: self._producer.init_transactions(30))  # type: ignore[union-attr]
+            producer = self._producer
+            with_retry(
+                "initialise transactions",
+                lambda: producer.init_transactions(30),
+                stop=self.stop,
+                give_up_after=give_up_after(
+                    self.kafka.on_broker_down, self.kafka.broker_down_timeout
+                ),
+            )
         self._consumer = self._consumer_factory(consumer_config)
 
-    def _retry(self, what: str, action: Callable[[], object]) -> None:
-        """Retry with backoff while the broker is unreachable; one log line per attempt."""
-        attempt, delay = 0, 1.0
-        started = time.monotonic()
-        while True:
-            attempt += 1
-            try:
-                action()
-                return
-            except KafkaException as exc:
-                error = exc.args[0]
-                if error.fatal():
-                    raise KafkaRuntimeError(f"cannot {what}: {error.str()}") from exc
-                if self._give_up(started):
-                    raise KafkaRuntimeError(
-                        f"cannot {what}: broker unreachable for {time.monotonic() - started:.0f}s ({error.str()})"
-                    ) from exc
-                log.warning(
-                    "cannot %s (attempt %d): %s; retrying in %.0fs",
-                    what,
-                    attempt,
-                    error.str(),
-                    delay,
-                )
-            if self.stop.wait(delay):
-                raise KafkaRuntimeError(f"stopped while trying to {what}")
-            delay = min(delay * 2, 30.0)
-
     def _give_up(self, since: float) -> bool:
-        limit = self.kafka.broker_down_timeout
-        return (
-            self.kafka.on_broker_down == "exit"
-            and limit is not None
-            and time.monotonic() - since > limit / 1000
-        )
+        limit = give_up_after(self.kafka.on_broker_down, self.kafka.broker_down_timeout)
+        return limit is not None and time.monotonic() - since > limit
 
     def _close(self) -> None:
         consumer, self._consumer = self._consumer, None
@@ -225,10 +203,8 @@ class MonitorService:
         producer, self._producer = self._producer, None
         if producer is not None:
             if self._in_transaction:
-                try:
+                with contextlib.suppress(KafkaException):
                     producer.abort_transaction(10)
-                except KafkaException:
-                    pass
             producer.flush(10)
         self.ready.clear()
 
@@ -447,10 +423,10 @@ class MonitorService:
             }
             for dead in output.dead_letters:
                 _, _, _, topic, partition, offset = dead.record
-                self._dead_letter(dead, keys.get((topic, partition, offset)))  # type: ignore[arg-type]
+                self._dead_letter(dead, keys.get((topic, partition, offset)))
 
     def _dead_letter(self, dead: DeadLetter, key: bytes | None) -> None:
-        kind, value, timestamp, topic, partition, offset = dead.record
+        _kind, value, timestamp, topic, partition, offset = dead.record
         assert topic is not None
         identity = deadletters.dead_letter_id(topic, partition, offset)
         if identity in self._suppressed:
@@ -643,7 +619,8 @@ class MonitorService:
             log.warning("kafka error: %s", error.str())
 
     def _check_broker(self) -> None:
-        if self._down_since is None:
+        since = self._down_since
+        if since is None:
             return
         now = time.monotonic()
         if now >= self._next_probe:
@@ -651,12 +628,12 @@ class MonitorService:
             try:
                 assert self._consumer is not None
                 self._consumer.list_topics(timeout=1)
-                log.info("kafka reachable again after %.0fs", now - self._down_since)
+                log.info("kafka reachable again after %.0fs", now - since)
                 self._down_since = None
                 return
             except KafkaException:
                 pass
-        if self._give_up(self._down_since):
+        if self._give_up(since):
             raise KafkaRuntimeError(
                 f"kafka unreachable for more than {(self.kafka.broker_down_timeout or 0) / 1000:.0f}s "
                 f"(kafka.on_broker_down=exit)"

@@ -17,8 +17,16 @@ def instance_id(config: Config) -> str:
     return config.kafka.instance_id or socket.gethostname()
 
 
+LIBRDKAFKA_LOGGER = logging.getLogger("stream_monitor.librdkafka")
+
+
 def common(config: Config) -> dict[str, Any]:
-    settings: dict[str, Any] = {"bootstrap.servers": config.kafka.bootstrap_servers}
+    # librdkafka's own log lines go through Python logging (quiet unless --log-level DEBUG);
+    # the service reports connectivity itself, one clear line per attempt.
+    settings: dict[str, Any] = {
+        "bootstrap.servers": config.kafka.bootstrap_servers,
+        "logger": LIBRDKAFKA_LOGGER,
+    }
     settings.update(config.kafka.client)
     return settings
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 
 from confluent_kafka import KafkaError, KafkaException
@@ -10,6 +11,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from stream_monitor.config import Config
 from stream_monitor.kafka import KafkaRuntimeError
+from stream_monitor.kafka.retry import give_up_after, with_retry
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,19 @@ def wanted_topics(config: Config) -> list[NewTopic]:
         topics.append(NewTopic(names.repartition_predictions, count, replicas))
         topics.append(NewTopic(names.repartition_labels, count, replicas))
     return topics
+
+
+def wait_for_broker(
+    admin: AdminClient, config: Config, stop: threading.Event | None = None
+) -> None:
+    """The first contact: retried with backoff while the broker is unreachable."""
+    kafka = config.kafka
+    with_retry(
+        f"reach kafka at {kafka.bootstrap_servers}",
+        lambda: admin.list_topics(timeout=5),
+        stop=stop or threading.Event(),
+        give_up_after=give_up_after(kafka.on_broker_down, kafka.broker_down_timeout),
+    )
 
 
 def partition_counts(admin: AdminClient, timeout: float = 10.0) -> dict[str, int]:
