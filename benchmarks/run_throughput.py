@@ -37,22 +37,36 @@ def workload(predictions: int, seed: int = 1) -> tuple[list[dict[str, Any]], lis
     events, labels = [], []
     for i in range(predictions):
         model = f"model-{i % MODELS}"
-        events.append({
-            "prediction_id": f"p{i}",
-            "model": model,
-            "prediction": rng.random() < 0.5,
-            "timestamp": 1_767_225_600_000 + i,
-            "features": {f"f{k}": rng.gauss(0.0, 1.0) for k in range(4)},
-        })
+        events.append(
+            {
+                "prediction_id": f"p{i}",
+                "model": model,
+                "prediction": rng.random() < 0.5,
+                "timestamp": 1_767_225_600_000 + i,
+                "features": {f"f{k}": rng.gauss(0.0, 1.0) for k in range(4)},
+            }
+        )
         if rng.random() < 0.8:
-            labels.append({"prediction_id": f"p{i}", "model": model, "label": rng.random() < 0.5,
-                           "timestamp": 1_767_225_660_000 + i})
+            labels.append(
+                {
+                    "prediction_id": f"p{i}",
+                    "model": model,
+                    "label": rng.random() < 0.5,
+                    "timestamp": 1_767_225_660_000 + i,
+                }
+            )
     return events, labels
 
 
 def raw_consume(bootstrap: str, topics: list[str], partitions: int, total: int) -> float:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"raw-{uuid.uuid4().hex[:6]}",
-                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"raw-{uuid.uuid4().hex[:6]}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
     consumer.assign([TopicPartition(t, p, 0) for t in topics for p in range(partitions)])
     seen, started = 0, None
     loads = orjson.loads
@@ -71,12 +85,25 @@ def raw_consume(bootstrap: str, topics: list[str], partitions: int, total: int) 
 
 def service_run(bootstrap: str, topics: dict[str, str], guarantee: str, total: int) -> float:
     run = uuid.uuid4().hex[:6]
-    config = build_config({
-        "kafka": {"bootstrap_servers": bootstrap, "group_id": f"bench-{run}", "instance_id": "bench",
-                  "session_timeout": "6s", "processing_guarantee": guarantee,
-                  "topics": {**topics, "alerts": f"alerts-{run}", "dead_letters": f"dlq-{run}"}},
-        "signals": {"performance": ["adwin"], "prediction": ["adwin"], "feature": ["adwin"], "data_quality": []},
-    }, environ={})
+    config = build_config(
+        {
+            "kafka": {
+                "bootstrap_servers": bootstrap,
+                "group_id": f"bench-{run}",
+                "instance_id": "bench",
+                "session_timeout": "6s",
+                "processing_guarantee": guarantee,
+                "topics": {**topics, "alerts": f"alerts-{run}", "dead_letters": f"dlq-{run}"},
+            },
+            "signals": {
+                "performance": ["adwin"],
+                "prediction": ["adwin"],
+                "feature": ["adwin"],
+                "data_quality": [],
+            },
+        },
+        environ={},
+    )
     ensure_topics(AdminClient({"bootstrap.servers": bootstrap}), config)
     stop = threading.Event()
     service = MonitorService(config, codec=StateCodec(b"benchmark-signing-key"), stop=stop)
@@ -103,17 +130,31 @@ def main() -> None:
     total = len(events) + len(labels)
     with EmbeddedBroker() as broker:
         topics = {"predictions": "bench-predictions", "labels": "bench-labels"}
-        seed = build_config({"kafka": {"bootstrap_servers": broker.bootstrap_servers, "topics": topics}}, environ={})
+        seed = build_config(
+            {"kafka": {"bootstrap_servers": broker.bootstrap_servers, "topics": topics}}, environ={}
+        )
         ensure_topics(AdminClient({"bootstrap.servers": broker.bootstrap_servers}), seed)
         producer = event_producer(broker.bootstrap_servers)
         publish(producer, topics["predictions"], events)
         publish(producer, topics["labels"], labels)
         # Best of two: the first read of a topic can include the broker's warm-up.
-        limit = max(raw_consume(broker.bootstrap_servers, list(topics.values()), seed.kafka.partitions, total) for _ in range(2))
+        limit = max(
+            raw_consume(
+                broker.bootstrap_servers, list(topics.values()), seed.kafka.partitions, total
+            )
+            for _ in range(2)
+        )
         rows = [("L: raw consume(10000) + orjson.loads", limit)]
         for guarantee in ("exactly_once", "at_least_once"):
-            rows.append((f"stream-monitor run, {guarantee}", service_run(broker.bootstrap_servers, topics, guarantee, total)))
-    print(f"{len(events)} predictions (4 numeric features) + {len(labels)} labels, {MODELS} models, 4 partitions")
+            rows.append(
+                (
+                    f"stream-monitor run, {guarantee}",
+                    service_run(broker.bootstrap_servers, topics, guarantee, total),
+                )
+            )
+    print(
+        f"{len(events)} predictions (4 numeric features) + {len(labels)} labels, {MODELS} models, 4 partitions"
+    )
     print(f"{'path':42} {'events/s':>10} {'x L':>7}")
     for name, rate in rows:
         print(f"{name:42} {rate:10,.0f} {rate / limit:7.3f}")

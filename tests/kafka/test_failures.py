@@ -41,12 +41,23 @@ class FlakyProducer(Producer):  # type: ignore[misc]
         type(self).commits += 1
         if type(self).commits % 3 == 0:
             type(self).failures += 1
-            raise KafkaException(KafkaError(KafkaError._STATE, "injected abortable failure", txn_requires_abort=True))
+            raise KafkaException(
+                KafkaError(KafkaError._STATE, "injected abortable failure", txn_requires_abort=True)
+            )
         super().commit_transaction(*args)
 
 
-def test_abortable_commit_failures_rewind_and_lose_or_duplicate_nothing(broker: EmbeddedBroker) -> None:
-    config = make_config(config_data(broker.bootstrap_servers, commit_interval="300ms", commit_max_events=1000, batch_size=400))
+def test_abortable_commit_failures_rewind_and_lose_or_duplicate_nothing(
+    broker: EmbeddedBroker,
+) -> None:
+    config = make_config(
+        config_data(
+            broker.bootstrap_servers,
+            commit_interval="300ms",
+            commit_max_events=1000,
+            batch_size=400,
+        )
+    )
     names = create_topics(config)
     scenario = generate("default", events=EVENTS, seed=9)
     producer = event_producer(broker.bootstrap_servers)
@@ -54,11 +65,15 @@ def test_abortable_commit_failures_rewind_and_lose_or_duplicate_nothing(broker: 
     publish(producer, names.labels, scenario.labels)
 
     running = ServiceThread(config)
-    running.service = MonitorService(config, codec=StateCodec(KEY.encode()), stop=running.stop, producer_factory=FlakyProducer)
+    running.service = MonitorService(
+        config, codec=StateCodec(KEY.encode()), stop=running.stop, producer_factory=FlakyProducer
+    )
     with running:
         wait_for(
-            lambda: committed_total(config, names.predictions) == len(scenario.predictions)
-            and committed_total(config, names.labels) == len(scenario.labels),
+            lambda: (
+                committed_total(config, names.predictions) == len(scenario.predictions)
+                and committed_total(config, names.labels) == len(scenario.labels)
+            ),
             120,
             "all input committed despite failing commits",
         )
