@@ -146,153 +146,185 @@ def sample(out_dir: Path, scenario: str, events: int, seed: int) -> None:
 
 
 @main.command()
-@click.option("--events", default=6000, show_default=True, help="Predictions per model.")
+@click.option("--events", default=2400, show_default=True, help="Predictions per model.")
+@click.option(
+    "--rate", default=120.0, show_default=True, help="Predictions per second, all models."
+)
+@click.option(
+    "--label-delay", default=5.0, show_default=True, help="Seconds from a prediction to its label."
+)
 @click.option("--seed", default=7, show_default=True)
-def demo(events: int, seed: int) -> None:
-    """Generate a seeded three-model scenario with injected drift and show what the monitor finds."""
-    import tempfile
-
-    from stream_monitor.core.alerts import describe
-    from stream_monitor.replay import replay as run_replay
-    from stream_monitor.scenarios import generate
-
-    generated = generate("default", events=events, seed=seed)
-    click.echo(
-        f"Scenario: {generated.description['scenario']}.\n"
-        f"{events} predictions per model, labels 60 s later; drift injected at event "
-        f"{generated.change_points['credit']} of credit and fraud.\n"
-    )
-    with tempfile.TemporaryDirectory() as folder:
-        paths = {}
-        for name, rows in (("predictions", generated.predictions), ("labels", generated.labels)):
-            paths[name] = Path(folder) / f"{name}.jsonl"
-            paths[name].write_bytes(b"".join(orjson.dumps(row) + b"\n" for row in rows))
-        import io
-
-        buffer = io.BytesIO()
-        summary = run_replay(
-            load_config(None, environ={}), paths["predictions"], paths["labels"], buffer
-        )
-    for line in buffer.getvalue().splitlines():
-        click.echo(describe(orjson.loads(line)))
-    click.echo(
-        f"\n{summary.events['prediction']} predictions, {summary.events['label']} labels, "
-        f"{summary.joins['matched']} joined, {summary.alerts} alerts."
-    )
-
-
-def _with_bootstrap(config: Config, bootstrap_servers: str | None) -> Config:
-    if not bootstrap_servers:
-        return config
-    kafka = config.kafka.model_copy(update={"bootstrap_servers": bootstrap_servers})
-    return config.model_copy(update={"kafka": kafka})
-
-
-@main.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=9092, show_default=True, type=int)
-def broker(host: str, port: int) -> None:
-    """Run the embedded Kafka-compatible broker (in memory) until Ctrl-C / SIGTERM."""
-    import signal
-
-    from stream_monitor.embedded import EmbeddedBroker
-
-    embedded = EmbeddedBroker(host, port, quiet=False)
-    try:
-        embedded.start()
-    except StreamMonitorError as exc:
-        raise click.ClickException(str(exc)) from exc
-    click.echo(
-        f"broker listening on {embedded.bootstrap_servers} (in memory; Ctrl-C stops it)", err=True
-    )
-
-    def stop(signum: int, frame: object) -> None:
-        embedded.terminate()  # the wait() below returns once the broker has exited
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    embedded.wait()
-    embedded.stop()
-
-
-@main.group()
-def topics() -> None:
-    """Manage the monitor's topics."""
-
-
-@topics.command("create")
-@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False))
-@click.option("--bootstrap-servers", help="Overrides kafka.bootstrap_servers.")
-def topics_create(config_path: str | None, bootstrap_servers: str | None) -> None:
-    """Create input, alert, dead-letter and internal topics (idempotent)."""
-    from confluent_kafka.admin import AdminClient
-
-    from stream_monitor.kafka.settings import admin_settings
-    from stream_monitor.kafka.topics import ensure_topics
-
-    config = _with_bootstrap(_load(config_path), bootstrap_servers)
-    try:
-        outcome = ensure_topics(AdminClient(admin_settings(config)), config)
-    except StreamMonitorError as exc:
-        raise click.ClickException(str(exc)) from exc
-    for name, state in sorted(outcome.items()):
-        click.echo(f"{state:8} {name}")
-
-
-@main.command()
-@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False))
-@click.option("--bootstrap-servers", help="Overrides kafka.bootstrap_servers.")
-@click.option("--instance-id", help="Overrides kafka.instance_id (stable per instance).")
-def run(config_path: str | None, bootstrap_servers: str | None, instance_id: str | None) -> None:
-    """Run the monitor service on Kafka until SIGTERM/SIGINT."""
+def demo(events: int, rate: float, label_delay: float, seed: int) -> None:
+    """Everything on this machine: embedded Kafka, simulated models with drift, the monitor, live alerts."""
     import signal
     import threading
 
-    from confluent_kafka.admin import AdminClient
+    from rich.console import Console
 
-    from stream_monitor.core.state import StateCodec
-    from stream_monitor.kafka import FencedError
-    from stream_monitor.kafka.service import MonitorService
-    from stream_monitor.kafka.settings import admin_settings
-    from stream_monitor.kafka.topics import ensure_topics, wait_for_broker
-    from stream_monitor.statekey import resolve_signing_key
+    from stream_monitor.demo import Demo, summary_table
+    from stream_monitor.simulate import SimulationPlan
 
-    config = _with_bootstrap(_load(config_path), bootstrap_servers)
-    if instance_id:
-        config = config.model_copy(
-            update={"kafka": config.kafka.model_copy(update={"instance_id": instance_id})}
-        )
+    if events < 100 or rate <= 0:
+        raise click.BadParameter("--events must be at least 100 and --rate positive")
+    logging.getLogger("stream_monitor").setLevel(logging.WARNING)  # the live view tells the story
     stop = threading.Event()
-
-    def on_signal(signum: int, frame: object) -> None:
-        log.info(
-            "signal %s received: finishing the batch, committing, stopping",
-            signal.Signals(signum).name,
-        )
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    console = Console()
+    plan = SimulationPlan(events=events, rate=rate, seed=seed, label_delay=label_delay)
     try:
-        admin = AdminClient(admin_settings(config))
-        wait_for_broker(admin, config, stop)
-        ensure_topics(admin, config)
-        service = MonitorService(config, codec=StateCodec(resolve_signing_key(config)), stop=stop)
-        service.run()
-    except FencedError as exc:
-        log.error("%s", exc)
-        sys.exit(3)
+        summary = Demo(plan, console, stop).run()
     except StreamMonitorError as exc:
-        log.error("stopping: %s", exc)
-        sys.exit(1)
-    counters = service.counters
-    log.info(
-        "stopped cleanly consumed=%d alerts=%d dead_letters=%d commits=%d",
-        counters.consumed,
-        counters.alerts,
-        counters.dead_letters,
-        counters.commits,
+        raise click.ClickException(str(exc)) from exc
+    console.print()
+    console.print(summary_table(summary))
+    state = "finished" if summary.completed else "stopped early"
+    console.print(
+        f"{state} in {summary.seconds:.0f}s: {summary.predictions:,} predictions and {summary.labels:,} labels "
+        f"published, {summary.processed:,} events processed, {len(summary.alerts)} alerts, "
+        f"{summary.dead_letters} dead letters."
     )
+    console.print(
+        "Next: point it at your Kafka with `stream-monitor run --config configs/example.yaml "
+        "--bootstrap-servers HOST:9092`, and watch alerts with `stream-monitor tail`."
+    )
+
+
+@main.command()
+@click.option("--bootstrap-servers", default="127.0.0.1:9092", show_default=True)
+@click.option("--scenario", default="default", show_default=True, help="See --list.")
+@click.option("--events", default=2400, show_default=True, help="Predictions per model.")
+@click.option(
+    "--rate", default=120.0, show_default=True, help="Predictions per second, all models."
+)
+@click.option(
+    "--label-delay", default=5.0, show_default=True, help="Seconds from a prediction to its label."
+)
+@click.option("--seed", default=7, show_default=True)
+@click.option("--predictions-topic", default="predictions", show_default=True)
+@click.option("--labels-topic", default="labels", show_default=True)
+@click.option("--list", "list_scenarios", is_flag=True, help="List the scenarios and exit.")
+def simulate(
+    bootstrap_servers: str,
+    scenario: str,
+    events: int,
+    rate: float,
+    label_delay: float,
+    seed: int,
+    predictions_topic: str,
+    labels_topic: str,
+    list_scenarios: bool,
+) -> None:
+    """Publish a seeded scenario's predictions and delayed labels to Kafka at a steady pace."""
+    import signal
+    import threading
+
+    from stream_monitor.scenarios import SCENARIOS
+    from stream_monitor.simulate import SimulationPlan, Simulator, scenario_list
+
+    if list_scenarios:
+        for name, description in scenario_list():
+            click.echo(f"{name:10} {description}")
+        return
+    if scenario not in SCENARIOS:
+        raise click.BadParameter(
+            f"unknown scenario {scenario!r} (see --list)", param_hint="--scenario"
+        )
+    if events < 1 or rate <= 0:
+        raise click.BadParameter("--events must be at least 1 and --rate positive")
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    plan = SimulationPlan(
+        scenario=scenario, events=events, rate=rate, seed=seed, label_delay=label_delay
+    )
+    simulator = Simulator(
+        plan,
+        bootstrap_servers,
+        predictions_topic=predictions_topic,
+        labels_topic=labels_topic,
+        stop=stop,
+    )
+    click.echo(
+        f"publishing {scenario}: {events} predictions per model at {rate:g}/s (about {plan.duration:.0f}s)",
+        err=True,
+    )
+    try:
+        progress = simulator.run()
+    except StreamMonitorError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(
+        f"{'done' if progress.done else 'stopped'}: {progress.predictions} predictions, {progress.labels} labels",
+        err=True,
+    )
+
+
+@main.command()
+@click.option("--bootstrap-servers", default="127.0.0.1:9092", show_default=True)
+@click.option(
+    "--topic", default="alerts", show_default=True, help="alerts, or the dead-letter topic."
+)
+@click.option(
+    "--from-beginning", is_flag=True, help="Start at the oldest record instead of the end."
+)
+@click.option(
+    "--follow/--no-follow", default=True, show_default=True, help="Keep waiting for new records."
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Raw JSON lines (dead letters: headers and value)."
+)
+@click.option("--max", "max_messages", type=int, help="Stop after N records.")
+@click.option("--timeout", type=float, help="Stop after S seconds.")
+@click.option("--model", help="Only this model's records.")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False),
+    help="For kafka.client settings.",
+)
+def tail(
+    bootstrap_servers: str,
+    topic: str,
+    from_beginning: bool,
+    follow: bool,
+    as_json: bool,
+    max_messages: int | None,
+    timeout: float | None,
+    model: str | None,
+    config_path: str | None,
+) -> None:
+    """Show alerts (or dead letters, with their reasons) as they are committed."""
+    import signal
+    import threading
+
+    from stream_monitor.tail import TailOptions, as_text, messages
+    from stream_monitor.tail import as_json as to_json
+
+    client = _load(config_path).kafka.client if config_path else None
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    options = TailOptions(
+        bootstrap_servers,
+        topic=topic,
+        from_beginning=from_beginning,
+        follow=follow,
+        max_messages=max_messages,
+        timeout=timeout,
+        model=model,
+        client=client,
+        stop=stop,
+    )
+    out = sys.stdout
+    try:
+        for message in messages(options):
+            if as_json:
+                out.write(to_json(message).decode() + "\n")
+            else:
+                out.write(as_text(message) + "\n")
+            out.flush()
+    except StreamMonitorError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 @main.command("check-config")

@@ -9,6 +9,7 @@ import orjson
 from confluent_kafka import Producer
 
 from stream_monitor.kafka import KafkaRuntimeError
+from stream_monitor.kafka.settings import LIBRDKAFKA_LOGGER
 
 
 def event_producer(bootstrap_servers: str, **settings: Any) -> Producer:
@@ -18,6 +19,7 @@ def event_producer(bootstrap_servers: str, **settings: Any) -> Producer:
             "enable.idempotence": True,
             "partitioner": "murmur2_random",
             "linger.ms": 20,
+            "logger": LIBRDKAFKA_LOGGER,
             **settings,
         }
     )

@@ -1,0 +1,163 @@
+"""The newcomer path: the demo in a short mode, and simulate + run + tail through the broker."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import orjson
+import pytest
+from confluent_kafka import Producer
+
+from stream_monitor.embedded import EmbeddedBroker
+from stream_monitor.simulate import SimulationPlan
+from tests.kafka.support import (
+    ROOT,
+    ServiceThread,
+    committed_total,
+    config_data,
+    create_topics,
+    expected_alerts,
+    make_config,
+    wait_for,
+)
+
+pytestmark = pytest.mark.kafka
+
+
+def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "stream_monitor.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=timeout,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+
+
+def test_demo_short_mode_shows_the_expected_alerts_and_exits_0() -> None:
+    result = cli("demo", "--events", "1200", "--rate", "1500", "--label-delay", "1", timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "credit  performance/error" in out
+    assert "fraud  feature/amount" in out
+    assert "fraud  prediction/score" in out
+    assert "eta  " not in out.split("Summary")[0]  # the healthy model raises nothing
+    assert (
+        "finished in" in out
+        and "3,600 predictions and 3,600 labels published, 7,200 events processed" in out
+    )
+    assert "%3|" not in result.stderr
+
+
+def test_simulate_run_tail_round_trip(broker: EmbeddedBroker) -> None:
+    data = config_data(broker.bootstrap_servers)
+    config = make_config(data)
+    names = create_topics(config)
+    plan = SimulationPlan(events=1500, rate=20000, label_delay=0.5, seed=3)
+    simulated = cli(
+        "simulate",
+        "--bootstrap-servers",
+        broker.bootstrap_servers,
+        "--events",
+        "1500",
+        "--rate",
+        "20000",
+        "--label-delay",
+        "0.5",
+        "--seed",
+        "3",
+        "--predictions-topic",
+        names.predictions,
+        "--labels-topic",
+        names.labels,
+    )
+    assert simulated.returncode == 0, simulated.stderr
+    assert "done: 4500 predictions, 4500 labels" in simulated.stderr
+    with ServiceThread(config):
+        wait_for(
+            lambda: (
+                committed_total(config, names.predictions) == 4500
+                and committed_total(config, names.labels) == 4500
+            ),
+            90,
+            "all simulated events committed",
+        )
+    tailed = cli(
+        "tail",
+        "--bootstrap-servers",
+        broker.bootstrap_servers,
+        "--topic",
+        names.alerts,
+        "--from-beginning",
+        "--no-follow",
+        "--json",
+        "--timeout",
+        "60",
+    )
+    assert tailed.returncode == 0, tailed.stderr
+    alerts = [orjson.loads(line) for line in tailed.stdout.splitlines()]
+    assert sorted(a["id"] for a in alerts) == sorted(expected_alerts(config, plan.generate()))
+    assert {(a["data"]["model"], a["data"]["signal"]) for a in alerts} >= {
+        ("credit", "error"),
+        ("fraud", "amount"),
+    }
+
+    readable = cli(
+        "tail",
+        "--bootstrap-servers",
+        broker.bootstrap_servers,
+        "--topic",
+        names.alerts,
+        "--from-beginning",
+        "--no-follow",
+        "--model",
+        "credit",
+    )
+    lines = readable.stdout.splitlines()
+    assert lines and all(" credit " in line for line in lines)
+    assert any("performance/error" in line for line in lines)
+
+
+def test_tail_shows_dead_letter_reasons(broker: EmbeddedBroker) -> None:
+    config = make_config(config_data(broker.bootstrap_servers))
+    names = create_topics(config)
+    producer = Producer({"bootstrap.servers": broker.bootstrap_servers})
+    producer.produce(
+        names.predictions,
+        key=b"m",
+        value=orjson.dumps({"prediction_id": "x", "model": "m", "prediction": 1, "score": "high"}),
+    )
+    producer.flush(10)
+    with ServiceThread(config):
+        wait_for(
+            lambda: committed_total(config, names.predictions) == 1, 60, "the bad event committed"
+        )
+    text = cli(
+        "tail",
+        "--bootstrap-servers",
+        broker.bootstrap_servers,
+        "--topic",
+        names.dead_letters,
+        "--from-beginning",
+        "--no-follow",
+    )
+    assert text.stdout.strip().endswith(
+        "wrong_type (score): field 'score' must be a number, got string"
+    )
+    assert text.stdout.startswith(f"DEAD LETTER {names.predictions}/")
+    raw = cli(
+        "tail",
+        "--bootstrap-servers",
+        broker.bootstrap_servers,
+        "--topic",
+        names.dead_letters,
+        "--from-beginning",
+        "--no-follow",
+        "--json",
+    )
+    record = orjson.loads(raw.stdout)
+    assert record["headers"]["stream_monitor-error-reason"] == "wrong_type"
+    assert record["key"] == "m" and '"score":"high"' in record["value"]
