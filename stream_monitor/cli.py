@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import IO
 
@@ -27,6 +29,21 @@ def configure_logging(level: str) -> None:
     # librdkafka repeats every connection failure; the service reports them once per attempt.
     quiet = numeric if numeric <= logging.DEBUG else logging.CRITICAL
     logging.getLogger("stream_monitor.librdkafka").setLevel(quiet)
+
+
+def stop_on_signals(announce: bool = False) -> threading.Event:
+    """An event that SIGINT or SIGTERM sets: long-running commands finish their work and exit 0."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        if announce:
+            name = signal.Signals(signum).name
+            log.info("signal %s received: finishing the batch, committing, stopping", name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    return stop
 
 
 def _load(path: str | None) -> Config:
@@ -156,8 +173,6 @@ def sample(out_dir: Path, scenario: str, events: int, seed: int) -> None:
 @click.option("--seed", default=7, show_default=True)
 def demo(events: int, rate: float, label_delay: float, seed: int) -> None:
     """Everything on this machine: embedded Kafka, simulated models with drift, the monitor, live alerts."""
-    import signal
-    import threading
 
     from rich.console import Console
 
@@ -167,9 +182,7 @@ def demo(events: int, rate: float, label_delay: float, seed: int) -> None:
     if events < 100 or rate <= 0:
         raise click.BadParameter("--events must be at least 100 and --rate positive")
     logging.getLogger("stream_monitor").setLevel(logging.WARNING)  # the live view tells the story
-    stop = threading.Event()
-    signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
-    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    stop = stop_on_signals()
     console = Console()
     plan = SimulationPlan(events=events, rate=rate, seed=seed, label_delay=label_delay)
     try:
@@ -216,8 +229,6 @@ def simulate(
     list_scenarios: bool,
 ) -> None:
     """Publish a seeded scenario's predictions and delayed labels to Kafka at a steady pace."""
-    import signal
-    import threading
 
     from stream_monitor.scenarios import SCENARIOS
     from stream_monitor.simulate import SimulationPlan, Simulator, scenario_list
@@ -232,9 +243,7 @@ def simulate(
         )
     if events < 1 or rate <= 0:
         raise click.BadParameter("--events must be at least 1 and --rate positive")
-    stop = threading.Event()
-    signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
-    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    stop = stop_on_signals()
     plan = SimulationPlan(
         scenario=scenario, events=events, rate=rate, seed=seed, label_delay=label_delay
     )
@@ -294,16 +303,12 @@ def tail(
     config_path: str | None,
 ) -> None:
     """Show alerts (or dead letters, with their reasons) as they are committed."""
-    import signal
-    import threading
 
     from stream_monitor.tail import TailOptions, as_text, messages
     from stream_monitor.tail import as_json as to_json
 
     client = _load(config_path).kafka.client if config_path else None
-    stop = threading.Event()
-    signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
-    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    stop = stop_on_signals()
     options = TailOptions(
         bootstrap_servers,
         topic=topic,
@@ -325,6 +330,107 @@ def tail(
             out.flush()
     except StreamMonitorError as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+def _with_bootstrap(config: Config, bootstrap_servers: str | None) -> Config:
+    if not bootstrap_servers:
+        return config
+    kafka = config.kafka.model_copy(update={"bootstrap_servers": bootstrap_servers})
+    return config.model_copy(update={"kafka": kafka})
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=9092, show_default=True, type=int)
+def broker(host: str, port: int) -> None:
+    """Run the embedded Kafka-compatible broker (in memory) until Ctrl-C / SIGTERM."""
+
+    from stream_monitor.embedded import EmbeddedBroker
+
+    embedded = EmbeddedBroker(host, port, quiet=False)
+    try:
+        embedded.start()
+    except StreamMonitorError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(
+        f"broker listening on {embedded.bootstrap_servers} (in memory; Ctrl-C stops it)", err=True
+    )
+
+    def stop(signum: int, frame: object) -> None:
+        embedded.terminate()  # the wait() below returns once the broker has exited
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    embedded.wait()
+    embedded.stop()
+
+
+@main.group()
+def topics() -> None:
+    """Manage the monitor's topics."""
+
+
+@topics.command("create")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--bootstrap-servers", help="Overrides kafka.bootstrap_servers.")
+def topics_create(config_path: str | None, bootstrap_servers: str | None) -> None:
+    """Create input, alert, dead-letter and internal topics (idempotent)."""
+    from confluent_kafka.admin import AdminClient
+
+    from stream_monitor.kafka.settings import admin_settings
+    from stream_monitor.kafka.topics import ensure_topics
+
+    config = _with_bootstrap(_load(config_path), bootstrap_servers)
+    try:
+        outcome = ensure_topics(AdminClient(admin_settings(config)), config)
+    except StreamMonitorError as exc:
+        raise click.ClickException(str(exc)) from exc
+    for name, state in sorted(outcome.items()):
+        click.echo(f"{state:8} {name}")
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--bootstrap-servers", help="Overrides kafka.bootstrap_servers.")
+@click.option("--instance-id", help="Overrides kafka.instance_id (stable per instance).")
+def run(config_path: str | None, bootstrap_servers: str | None, instance_id: str | None) -> None:
+    """Run the monitor service on Kafka until SIGTERM/SIGINT."""
+
+    from confluent_kafka.admin import AdminClient
+
+    from stream_monitor.core.state import StateCodec
+    from stream_monitor.kafka import FencedError
+    from stream_monitor.kafka.service import MonitorService
+    from stream_monitor.kafka.settings import admin_settings
+    from stream_monitor.kafka.topics import ensure_topics, wait_for_broker
+    from stream_monitor.statekey import resolve_signing_key
+
+    config = _with_bootstrap(_load(config_path), bootstrap_servers)
+    if instance_id:
+        config = config.model_copy(
+            update={"kafka": config.kafka.model_copy(update={"instance_id": instance_id})}
+        )
+    stop = stop_on_signals(announce=True)
+    try:
+        admin = AdminClient(admin_settings(config))
+        wait_for_broker(admin, config, stop)
+        ensure_topics(admin, config)
+        service = MonitorService(config, codec=StateCodec(resolve_signing_key(config)), stop=stop)
+        service.run()
+    except FencedError as exc:
+        log.error("%s", exc)
+        sys.exit(3)
+    except StreamMonitorError as exc:
+        log.error("stopping: %s", exc)
+        sys.exit(1)
+    counters = service.counters
+    log.info(
+        "stopped cleanly consumed=%d alerts=%d dead_letters=%d commits=%d",
+        counters.consumed,
+        counters.alerts,
+        counters.dead_letters,
+        counters.commits,
+    )
 
 
 @main.command("check-config")
