@@ -26,6 +26,7 @@ from stream_monitor.kafka.changelog import RUNTIME_KEY, Changelog
 from stream_monitor.kafka.service import MonitorService
 from stream_monitor.kafka.settings import reader_settings
 from stream_monitor.kafka.topics import TopicNames, ensure_topics
+from stream_monitor.publish import event_producer, publish
 from stream_monitor.scenarios import Scenario
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,6 +73,32 @@ def make_config(data: dict[str, Any]) -> Config:
 def create_topics(config: Config) -> TopicNames:
     ensure_topics(AdminClient({"bootstrap.servers": config.kafka.bootstrap_servers}), config)
     return TopicNames.from_config(config)
+
+
+def produce_scenario(
+    bootstrap: str, names: TopicNames, scenario: Scenario, keyed: bool = True
+) -> None:
+    producer = event_producer(bootstrap)
+    publish(producer, names.predictions, scenario.predictions, keyed=keyed)
+    publish(producer, names.labels, scenario.labels, keyed=keyed)
+
+
+def wait_until_consumed(
+    config: Config,
+    names: TopicNames,
+    scenario: Scenario,
+    timeout: float = 90,
+    what: str = "every input offset committed",
+) -> None:
+    """Until the group has committed every produced input offset (inputs have no commit markers)."""
+    wait_for(
+        lambda: (
+            committed_total(config, names.predictions) == len(scenario.predictions)
+            and committed_total(config, names.labels) == len(scenario.labels)
+        ),
+        timeout,
+        what,
+    )
 
 
 def read_topic(

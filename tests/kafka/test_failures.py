@@ -11,20 +11,19 @@ from stream_monitor.core.state import StateCodec
 from stream_monitor.embedded import EmbeddedBroker
 from stream_monitor.kafka import FencedError
 from stream_monitor.kafka.service import MonitorService
-from stream_monitor.publish import event_producer, publish
 from stream_monitor.scenarios import generate
 from tests.kafka.support import (
     KEY,
     ServiceThread,
     alert_events,
-    committed_total,
     config_data,
     create_topics,
     expected_alerts,
     make_config,
     observation_counts,
+    produce_scenario,
     restored_monitors,
-    wait_for,
+    wait_until_consumed,
 )
 
 pytestmark = pytest.mark.kafka
@@ -60,22 +59,15 @@ def test_abortable_commit_failures_rewind_and_lose_or_duplicate_nothing(
     )
     names = create_topics(config)
     scenario = generate("default", events=EVENTS, seed=9)
-    producer = event_producer(broker.bootstrap_servers)
-    publish(producer, names.predictions, scenario.predictions)
-    publish(producer, names.labels, scenario.labels)
+    produce_scenario(broker.bootstrap_servers, names, scenario)
 
     running = ServiceThread(config)
     running.service = MonitorService(
         config, codec=StateCodec(KEY.encode()), stop=running.stop, producer_factory=FlakyProducer
     )
     with running:
-        wait_for(
-            lambda: (
-                committed_total(config, names.predictions) == len(scenario.predictions)
-                and committed_total(config, names.labels) == len(scenario.labels)
-            ),
-            120,
-            "all input committed despite failing commits",
+        wait_until_consumed(
+            config, names, scenario, 120, "all input committed despite failing commits"
         )
     assert FlakyProducer.failures >= 3
     alerts = alert_events(broker.bootstrap_servers, names.alerts)

@@ -14,7 +14,6 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from stream_monitor.embedded import EmbeddedBroker
-from stream_monitor.publish import event_producer, publish
 from stream_monitor.scenarios import generate
 from tests.kafka.support import (
     ServiceProcess,
@@ -25,34 +24,41 @@ from tests.kafka.support import (
     expected_alerts,
     make_config,
     observation_counts,
+    produce_scenario,
     restored_monitors,
     unique,
-    wait_for,
+    wait_until_consumed,
 )
 
 pytestmark = pytest.mark.kafka
 EVENTS = 3000
 
 
-def first_output_visible(bootstrap: str, topic: str, partitions: int, timeout: float) -> None:
-    """Block until any record (committed or not) appears on `topic`."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": unique("watch"),
-            "isolation.level": "read_uncommitted",
-            "enable.auto.commit": False,
-        }
-    )
-    try:
-        consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if any(m.error() is None for m in consumer.consume(10, 0.05)):
-                return
-        raise AssertionError(f"no output on {topic} within {timeout}s")
-    finally:
-        consumer.close()
+class OutputWatcher:
+    """Assigned before the service starts, so it is already fetching when the first record lands."""
+
+    def __init__(self, bootstrap: str, topic: str, partitions: int) -> None:
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": unique("watch"),
+                "isolation.level": "read_uncommitted",
+                "enable.auto.commit": False,
+            }
+        )
+        self.consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+        self.consumer.consume(1, 0.5)  # connect and start fetching now
+
+    def wait_for_first(self, timeout: float) -> None:
+        """Block until any record (committed or not) appears."""
+        try:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if any(m.error() is None for m in self.consumer.consume(10, 0.02)):
+                    return
+            raise AssertionError(f"no output within {timeout}s")
+        finally:
+            self.consumer.close()
 
 
 @pytest.mark.parametrize("guarantee", ["exactly_once", "at_least_once"])
@@ -69,15 +75,12 @@ def test_restart_mid_stream_loses_nothing_and_duplicates_nothing(
     config = make_config(data)
     names = create_topics(config)
     scenario = generate("default", events=EVENTS, seed=7)
-    producer = event_producer(broker.bootstrap_servers)
-    publish(producer, names.predictions, scenario.predictions)
-    publish(producer, names.labels, scenario.labels)
+    produce_scenario(broker.bootstrap_servers, names, scenario)
 
+    watcher = OutputWatcher(broker.bootstrap_servers, names.alerts, config.kafka.partitions)
     first = ServiceProcess(data, tmp_path, "first").start()
     try:
-        first_output_visible(
-            broker.bootstrap_servers, names.alerts, config.kafka.partitions, timeout=90
-        )
+        watcher.wait_for_first(timeout=90)
     finally:
         if how == "kill -9":
             first.kill()
@@ -89,13 +92,8 @@ def test_restart_mid_stream_loses_nothing_and_duplicates_nothing(
 
     second = ServiceProcess(data, tmp_path, "second").start()
     try:
-        wait_for(
-            lambda: (
-                committed_total(config, names.predictions) == len(scenario.predictions)
-                and committed_total(config, names.labels) == len(scenario.labels)
-            ),
-            120,
-            "the restarted monitor to finish the input",
+        wait_until_consumed(
+            config, names, scenario, 120, "the restarted monitor to finish the input"
         )
     finally:
         assert second.terminate() == 0, second.output()

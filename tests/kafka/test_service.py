@@ -9,7 +9,6 @@ from confluent_kafka import Producer
 
 from stream_monitor.embedded import EmbeddedBroker
 from stream_monitor.kafka import deadletters
-from stream_monitor.publish import event_producer, publish
 from stream_monitor.scenarios import generate
 from tests.helpers import alert_schema
 from tests.kafka.support import (
@@ -21,31 +20,16 @@ from tests.kafka.support import (
     expected_alerts,
     make_config,
     observation_counts,
+    produce_scenario,
     read_topic,
     restored_monitors,
     wait_for,
+    wait_until_consumed,
     without_position,
 )
 
 pytestmark = pytest.mark.kafka
 EVENTS = 3000  # per model; drift injected at 1500
-
-
-def produce_scenario(bootstrap: str, names, scenario, keyed: bool = True) -> None:  # type: ignore[no-untyped-def]
-    producer = event_producer(bootstrap)
-    publish(producer, names.predictions, scenario.predictions, keyed=keyed)
-    publish(producer, names.labels, scenario.labels, keyed=keyed)
-
-
-def wait_until_consumed(config, names, scenario, timeout: float = 90) -> None:  # type: ignore[no-untyped-def]
-    wait_for(
-        lambda: (
-            committed_total(config, names.predictions) == len(scenario.predictions)
-            and committed_total(config, names.labels) == len(scenario.labels)
-        ),
-        timeout,
-        "the monitor to commit every input offset",
-    )
 
 
 def test_end_to_end_alerts_follow_the_contract_and_match_the_core(broker: EmbeddedBroker) -> None:
@@ -217,14 +201,7 @@ def test_repartition_mode_with_unkeyed_input_finds_the_same_alerts(broker: Embed
             90,
             "every repartitioned event processed",
         )
-        wait_for(
-            lambda: (
-                committed_total(config, names.predictions) == len(scenario.predictions)
-                and committed_total(config, names.labels) == len(scenario.labels)
-            ),
-            30,
-            "raw input committed",
-        )
+        wait_until_consumed(config, names, scenario, 30, "raw input committed")
         assert running.service.counters.forwarded == total
     alerts = alert_events(broker.bootstrap_servers, names.alerts)
     found = {(a["data"]["model"], a["data"]["signal_kind"], a["data"]["signal"]) for a in alerts}
