@@ -134,7 +134,6 @@ class Demo:
                 self._thread("simulator", simulator.run)
                 reader = self._thread("alerts", lambda: self._read_alerts(broker.bootstrap_servers))
                 self._watch(service, simulator, total)
-                self.summary.joined = self._joined(service)
                 self.stop.set()
                 reader.join(10)
             self.stop.set()
@@ -180,7 +179,9 @@ class Demo:
 
     def _progress(self, service: MonitorService, simulator: Simulator) -> Table:
         produced = simulator.progress.predictions + simulator.progress.labels
-        joined = sum(self._joined(service).values())
+        # Kept from the last tick: on a stop, the service releases its partitions (and state).
+        self.summary.joined = self._joined(service) or self.summary.joined
+        joined = sum(self.summary.joined.values())
         table = Table.grid(padding=(0, 2))
         table.add_row(
             Text(

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import orjson
 import pytest
@@ -161,3 +163,30 @@ def test_tail_shows_dead_letter_reasons(broker: EmbeddedBroker) -> None:
     record = orjson.loads(raw.stdout)
     assert record["headers"]["stream_monitor-error-reason"] == "wrong_type"
     assert record["key"] == "m" and '"score":"high"' in record["value"]
+
+
+def test_ctrl_c_stops_the_demo_cleanly(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    output = tmp_path / "demo.log"
+    with output.open("wb") as handle:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "stream_monitor.cli", "demo"],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env={**os.environ, "COLUMNS": "200"},
+        )
+        try:
+            wait_for(
+                lambda: "ready:" in output.read_text(errors="replace"),
+                60,
+                "the demo to start publishing",
+            )
+            time.sleep(2)
+            process.send_signal(signal.SIGINT)
+            assert process.wait(60) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+    text = output.read_text(errors="replace")
+    assert "stopped early in" in text and "Summary" in text
+    assert "Traceback" not in text
