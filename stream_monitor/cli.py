@@ -6,6 +6,7 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -44,6 +45,22 @@ def stop_on_signals(announce: bool = False) -> threading.Event:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     return stop
+
+
+def pacing_options(command: Callable[..., None]) -> Callable[..., None]:
+    """--events, --rate and --label-delay, shared by demo and simulate."""
+    command = click.option(
+        "--label-delay",
+        default=5.0,
+        show_default=True,
+        help="Seconds from a prediction to its label.",
+    )(command)
+    command = click.option(
+        "--rate", default=120.0, show_default=True, help="Predictions per second, all models."
+    )(command)
+    return click.option("--events", default=2400, show_default=True, help="Predictions per model.")(
+        command
+    )
 
 
 def _load(path: str | None) -> Config:
@@ -163,13 +180,7 @@ def sample(out_dir: Path, scenario: str, events: int, seed: int) -> None:
 
 
 @main.command()
-@click.option("--events", default=2400, show_default=True, help="Predictions per model.")
-@click.option(
-    "--rate", default=120.0, show_default=True, help="Predictions per second, all models."
-)
-@click.option(
-    "--label-delay", default=5.0, show_default=True, help="Seconds from a prediction to its label."
-)
+@pacing_options
 @click.option("--seed", default=7, show_default=True)
 def demo(events: int, rate: float, label_delay: float, seed: int) -> None:
     """Everything on this machine: embedded Kafka, simulated models with drift, the monitor, live alerts."""
@@ -206,13 +217,7 @@ def demo(events: int, rate: float, label_delay: float, seed: int) -> None:
 @main.command()
 @click.option("--bootstrap-servers", default="127.0.0.1:9092", show_default=True)
 @click.option("--scenario", default="default", show_default=True, help="See --list.")
-@click.option("--events", default=2400, show_default=True, help="Predictions per model.")
-@click.option(
-    "--rate", default=120.0, show_default=True, help="Predictions per second, all models."
-)
-@click.option(
-    "--label-delay", default=5.0, show_default=True, help="Seconds from a prediction to its label."
-)
+@pacing_options
 @click.option("--seed", default=7, show_default=True)
 @click.option("--predictions-topic", default="predictions", show_default=True)
 @click.option("--labels-topic", default="labels", show_default=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import orjson
 
-from stream_monitor.scenarios import generate
+from stream_monitor.scenarios import Scenario, generate
 from tests.helpers import ROOT
 
 CHANGE = 3000
@@ -28,13 +28,13 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_replay_finds_both_changes_after_their_change_points_and_nothing_on_the_stable_model(
-    tmp_path: Path,
-) -> None:
-    scenario = generate("default", events=2 * CHANGE, seed=7)
+def replay_scenario(
+    tmp_path: Path, scenario: Scenario, *extra: str
+) -> subprocess.CompletedProcess[str]:
+    """Write the scenario as JSONL and replay it with the example config."""
     write_jsonl(tmp_path / "p.jsonl", scenario.predictions)
     write_jsonl(tmp_path / "l.jsonl", scenario.labels)
-    result = run(
+    return run(
         "replay",
         "--config",
         "configs/example.yaml",
@@ -42,9 +42,15 @@ def test_replay_finds_both_changes_after_their_change_points_and_nothing_on_the_
         str(tmp_path / "p.jsonl"),
         "--labels",
         str(tmp_path / "l.jsonl"),
-        "--output",
-        str(tmp_path / "alerts.jsonl"),
+        *extra,
     )
+
+
+def test_replay_finds_both_changes_after_their_change_points_and_nothing_on_the_stable_model(
+    tmp_path: Path,
+) -> None:
+    scenario = generate("default", events=2 * CHANGE, seed=7)
+    result = replay_scenario(tmp_path, scenario, "--output", str(tmp_path / "alerts.jsonl"))
     assert result.returncode == 0, result.stderr
     alerts = [
         orjson.loads(line)["data"] for line in (tmp_path / "alerts.jsonl").read_bytes().splitlines()
@@ -121,18 +127,7 @@ def test_merge_orders_by_timestamp_predictions_first_on_ties(tmp_path: Path) -> 
 
 
 def test_example_config_raises_nothing_on_stationary_data(tmp_path: Path) -> None:
-    scenario = generate("stable", events=6000, seed=21)
-    write_jsonl(tmp_path / "p.jsonl", scenario.predictions)
-    write_jsonl(tmp_path / "l.jsonl", scenario.labels)
-    result = run(
-        "replay",
-        "--config",
-        "configs/example.yaml",
-        "--predictions",
-        str(tmp_path / "p.jsonl"),
-        "--labels",
-        str(tmp_path / "l.jsonl"),
-    )
+    result = replay_scenario(tmp_path, generate("stable", events=6000, seed=21))
     assert result.returncode == 0, result.stderr
     assert result.stdout == ""
     assert "18000 joined; 0 bad lines skipped; 0 alerts" in result.stderr
