@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -39,3 +42,17 @@ def monitor(**data: Any) -> Monitor:
 
 def alert_schema() -> dict[str, Any]:
     return json.loads((ROOT / "schemas" / "alert.schema.json").read_text())  # type: ignore[no-any-return]
+
+
+def run_cli(
+    *args: str, timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`stream-monitor ARGS` as a real process, from the repository root."""
+    return subprocess.run(
+        [sys.executable, "-m", "stream_monitor.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=timeout,
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
+    )

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import orjson
 
 from stream_monitor.scenarios import Scenario, generate
-from tests.helpers import ROOT
+from tests.helpers import run_cli
 
 CHANGE = 3000
 
@@ -18,23 +17,13 @@ def write_jsonl(path: Path, rows: list) -> None:
     path.write_bytes(b"".join(orjson.dumps(row) + b"\n" for row in rows))
 
 
-def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "stream_monitor.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=120,
-    )
-
-
 def replay_scenario(
     tmp_path: Path, scenario: Scenario, *extra: str
 ) -> subprocess.CompletedProcess[str]:
     """Write the scenario as JSONL and replay it with the example config."""
     write_jsonl(tmp_path / "p.jsonl", scenario.predictions)
     write_jsonl(tmp_path / "l.jsonl", scenario.labels)
-    return run(
+    return run_cli(
         "replay",
         "--config",
         "configs/example.yaml",
@@ -92,7 +81,7 @@ def test_replay_reads_kcat_envelopes_and_reports_bad_lines_by_number(tmp_path: P
     write_jsonl(
         tmp_path / "l.jsonl", [{"prediction_id": "a", "model": "m", "label": 0, "timestamp": 1500}]
     )
-    result = run(
+    result = run_cli(
         "replay", "--predictions", str(tmp_path / "p.jsonl"), "--labels", str(tmp_path / "l.jsonl")
     )
     assert result.returncode == 0

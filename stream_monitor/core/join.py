@@ -107,9 +107,7 @@ class LabelJoin:
             return None
         predictions = self.predictions
         if len(predictions) >= self.max_pending_predictions:
-            oldest = next(iter(predictions))
-            del predictions[oldest]
-            self.changed.add(oldest)
+            self._evict_oldest(predictions)
             self.counters.evicted_predictions += 1
         predictions[key] = pending
         self.changed.add(key)
@@ -130,13 +128,16 @@ class LabelJoin:
             self.counters.duplicate_labels += 1
             return None
         if len(labels) >= self.max_pending_labels:
-            oldest = next(iter(labels))
-            del labels[oldest]
-            self.changed.add(oldest)
+            self._evict_oldest(labels)
             self.counters.evicted_labels += 1
         labels[key] = label
         self.changed.add(key)
         return None
+
+    def _evict_oldest(self, queue: dict[JoinKey, Any]) -> None:
+        oldest = next(iter(queue))
+        del queue[oldest]
+        self.changed.add(oldest)
 
     def discard_prediction(self, key: JoinKey) -> None:
         """Forget a pending prediction whose label arrived carrying the prediction itself."""

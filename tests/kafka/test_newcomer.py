@@ -14,6 +14,7 @@ from confluent_kafka import Producer
 
 from stream_monitor.embedded import EmbeddedBroker
 from stream_monitor.simulate import SimulationPlan
+from tests.helpers import run_cli
 from tests.kafka.support import (
     ROOT,
     ServiceThread,
@@ -28,19 +29,24 @@ from tests.kafka.support import (
 pytestmark = pytest.mark.kafka
 
 
-def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "stream_monitor.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=timeout,
-        env={**os.environ, "COLUMNS": "200"},
+def tail(broker: EmbeddedBroker, topic: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    """`stream-monitor tail` over a whole topic, stopping at its end."""
+    return run_cli(
+        "tail",
+        "--bootstrap-servers",
+        broker.bootstrap_servers,
+        "--topic",
+        topic,
+        "--from-beginning",
+        "--no-follow",
+        *extra,
     )
 
 
 def test_demo_short_mode_shows_the_expected_alerts_and_exits_0() -> None:
-    result = cli("demo", "--events", "1200", "--rate", "1500", "--label-delay", "1", timeout=180)
+    result = run_cli(
+        "demo", "--events", "1200", "--rate", "1500", "--label-delay", "1", timeout=180
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "credit  performance/error" in out
@@ -59,7 +65,7 @@ def test_simulate_run_tail_round_trip(broker: EmbeddedBroker) -> None:
     config = make_config(data)
     names = create_topics(config)
     plan = SimulationPlan(events=1500, rate=20000, label_delay=0.5, seed=3)
-    simulated = cli(
+    simulated = run_cli(
         "simulate",
         "--bootstrap-servers",
         broker.bootstrap_servers,
@@ -87,18 +93,7 @@ def test_simulate_run_tail_round_trip(broker: EmbeddedBroker) -> None:
             90,
             "all simulated events committed",
         )
-    tailed = cli(
-        "tail",
-        "--bootstrap-servers",
-        broker.bootstrap_servers,
-        "--topic",
-        names.alerts,
-        "--from-beginning",
-        "--no-follow",
-        "--json",
-        "--timeout",
-        "60",
-    )
+    tailed = tail(broker, names.alerts, "--json", "--timeout", "60")
     assert tailed.returncode == 0, tailed.stderr
     alerts = [orjson.loads(line) for line in tailed.stdout.splitlines()]
     assert sorted(a["id"] for a in alerts) == sorted(expected_alerts(config, plan.generate()))
@@ -107,17 +102,7 @@ def test_simulate_run_tail_round_trip(broker: EmbeddedBroker) -> None:
         ("fraud", "amount"),
     }
 
-    readable = cli(
-        "tail",
-        "--bootstrap-servers",
-        broker.bootstrap_servers,
-        "--topic",
-        names.alerts,
-        "--from-beginning",
-        "--no-follow",
-        "--model",
-        "credit",
-    )
+    readable = tail(broker, names.alerts, "--model", "credit")
     lines = readable.stdout.splitlines()
     assert lines and all(" credit " in line for line in lines)
     assert any("performance/error" in line for line in lines)
@@ -137,29 +122,12 @@ def test_tail_shows_dead_letter_reasons(broker: EmbeddedBroker) -> None:
         wait_for(
             lambda: committed_total(config, names.predictions) == 1, 60, "the bad event committed"
         )
-    text = cli(
-        "tail",
-        "--bootstrap-servers",
-        broker.bootstrap_servers,
-        "--topic",
-        names.dead_letters,
-        "--from-beginning",
-        "--no-follow",
-    )
+    text = tail(broker, names.dead_letters)
     assert text.stdout.strip().endswith(
         "wrong_type (score): field 'score' must be a number, got string"
     )
     assert text.stdout.startswith(f"DEAD LETTER {names.predictions}/")
-    raw = cli(
-        "tail",
-        "--bootstrap-servers",
-        broker.bootstrap_servers,
-        "--topic",
-        names.dead_letters,
-        "--from-beginning",
-        "--no-follow",
-        "--json",
-    )
+    raw = tail(broker, names.dead_letters, "--json")
     record = orjson.loads(raw.stdout)
     assert record["headers"]["stream_monitor-error-reason"] == "wrong_type"
     assert record["key"] == "m" and '"score":"high"' in record["value"]

@@ -15,20 +15,10 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from stream_monitor.embedded import BrokerError, EmbeddedBroker, free_port
 from stream_monitor.kafka.topics import TopicMismatch, ensure_topics
+from tests.helpers import run_cli
 from tests.kafka.support import ROOT, ServiceProcess, config_data, make_config, wait_for
 
 pytestmark = pytest.mark.kafka
-
-
-def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "stream_monitor.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-        env={**os.environ, **(env or {})},
-    )
 
 
 def test_topics_create_is_idempotent_and_compacts_state(
@@ -39,14 +29,14 @@ def test_topics_create_is_idempotent_and_compacts_state(
     import yaml
 
     path.write_text(yaml.safe_dump(data))
-    first = cli(
+    first = run_cli(
         "topics", "create", "--config", str(path), "--bootstrap-servers", broker.bootstrap_servers
     )
     assert first.returncode == 0, first.stderr
     group = data["kafka"]["group_id"]
     assert f"created  {group}-state-changelog" in first.stdout
     assert first.stdout.count("created") == 5
-    second = cli(
+    second = run_cli(
         "topics", "create", "--config", str(path), "--bootstrap-servers", broker.bootstrap_servers
     )
     assert second.returncode == 0 and second.stdout.count("exists") == 5
@@ -95,7 +85,9 @@ def test_broker_command_runs_until_sigterm_and_exits_0() -> None:
 
 
 def test_missing_broker_binary_is_a_clear_error() -> None:
-    result = cli("broker", "--port", str(free_port()), env={"CALF_TANSU_BIN": "/nonexistent/tansu"})
+    result = run_cli(
+        "broker", "--port", str(free_port()), env={"CALF_TANSU_BIN": "/nonexistent/tansu"}
+    )
     assert result.returncode == 1
     assert "CALF_TANSU_BIN=/nonexistent/tansu is not an executable file" in result.stderr
     os.environ.pop("CALF_TANSU_BIN", None)
@@ -127,7 +119,7 @@ def test_secrets_never_reach_the_logs_and_sigterm_exits_0(
     assert "signal SIGTERM received" in log and "stopped cleanly" in log
 
     printed = ServiceProcess(data, tmp_path)  # reuse its config file for check-config
-    result = cli("check-config", str(printed.path))
+    result = run_cli("check-config", str(printed.path))
     assert result.returncode == 0
     assert "hunter2-very-secret" not in result.stdout and '"sasl.password": "***"' in result.stdout
     assert "signing-key-that-is-secret" not in result.stdout
