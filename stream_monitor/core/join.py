@@ -8,6 +8,7 @@ queue, so an entry that arrived out of event-time order may linger until the ent
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from typing import Any
 
 JoinKey = tuple[str, str]  # (model, prediction_id)
@@ -34,10 +35,22 @@ class WaitingLabel:
         self.time_ms = time_ms
 
 
+# Upper bounds (seconds) of the label-delay histogram: labels come seconds to weeks after predictions.
+LABEL_DELAY_BUCKETS = (1.0, 5.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 86400.0, 7 * 86400.0)
+_DELAY_BOUNDS_MS = tuple(int(bound * 1000) for bound in LABEL_DELAY_BUCKETS)
+
+
 class JoinCounters:
-    """Every way a join can end, counted. Cumulative; runtimes diff them per batch for metrics."""
+    """Every way a join can end, counted. Cumulative; runtimes diff them per batch for metrics.
+
+    Label delays (label time minus prediction time, at a match) are bucketed here so that a
+    runtime can export a histogram without touching every event again.
+    """
 
     __slots__ = (
+        "delay_buckets",
+        "delay_count",
+        "delay_sum_ms",
         "duplicate_labels",
         "duplicate_predictions",
         "evicted_labels",
@@ -57,9 +70,24 @@ class JoinCounters:
         self.duplicate_predictions = 0
         self.duplicate_labels = 0
         self.late_labels = 0  # matched a prediction older than the TTL: not joined
+        # Non-cumulative counts per LABEL_DELAY_BUCKETS bound, plus one for "above the last".
+        self.delay_buckets = [0] * (len(LABEL_DELAY_BUCKETS) + 1)
+        self.delay_count = 0
+        self.delay_sum_ms = 0
 
     def as_dict(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in self.__slots__}
+        return {
+            name: getattr(self, name) for name in self.__slots__ if not name.startswith("delay")
+        }
+
+    def joined(self, prediction_ms: int | None, label_ms: int | None) -> None:
+        self.matched += 1
+        if prediction_ms is None or label_ms is None:
+            return
+        delay = label_ms - prediction_ms if label_ms > prediction_ms else 0
+        self.delay_buckets[bisect_left(_DELAY_BOUNDS_MS, delay)] += 1
+        self.delay_count += 1
+        self.delay_sum_ms += delay
 
 
 class LabelJoin:
@@ -100,7 +128,7 @@ class LabelJoin:
             ):
                 self.counters.late_labels += 1
                 return None
-            self.counters.matched += 1
+            self.counters.joined(pending.time_ms, waiting.time_ms)
             return waiting
         if key in self.predictions:
             self.counters.duplicate_predictions += 1
@@ -121,7 +149,7 @@ class LabelJoin:
             if self._too_old(pending.time_ms, label.time_ms):
                 self.counters.late_labels += 1
                 return None
-            self.counters.matched += 1
+            self.counters.joined(pending.time_ms, label.time_ms)
             return pending
         labels = self.labels
         if key in labels:
