@@ -24,3 +24,14 @@ def redact(value: Any, name: str = "") -> Any:
     if name and is_secret(name) and value not in (None, ""):
         return REDACTED
     return value
+
+
+def secret_values(value: Any, name: str = "") -> list[str]:
+    """Every value in `value` stored under a secret-looking key, as text (for log scrubbing)."""
+    if isinstance(value, dict):
+        return [found for key, item in value.items() for found in secret_values(item, str(key))]
+    if isinstance(value, list):
+        return [found for item in value for found in secret_values(item, name)]
+    if name and is_secret(name) and value not in (None, ""):
+        return [str(value)]
+    return []
