@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import sys
@@ -16,20 +17,10 @@ import orjson
 from stream_monitor import __version__
 from stream_monitor.config import Config, load_config
 from stream_monitor.errors import StreamMonitorError
+from stream_monitor.logs import SECRETS, configure_logging
+from stream_monitor.secrets import secret_values
 
 log = logging.getLogger("stream_monitor")
-
-
-def configure_logging(level: str) -> None:
-    numeric = getattr(logging, level.upper(), logging.INFO)
-    logging.basicConfig(
-        level=numeric,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
-    # librdkafka repeats every connection failure; the service reports them once per attempt.
-    quiet = numeric if numeric <= logging.DEBUG else logging.CRITICAL
-    logging.getLogger("stream_monitor.librdkafka").setLevel(quiet)
 
 
 def stop_on_signals(announce: bool = False) -> threading.Event:
@@ -65,9 +56,15 @@ def pacing_options(command: Callable[..., None]) -> Callable[..., None]:
 
 def _load(path: str | None) -> Config:
     try:
-        return load_config(path)
+        config = load_config(path)
     except StreamMonitorError as exc:
         raise click.ClickException(f"config error: {exc}") from exc
+    # From here on no log line may show them, whatever prints them.
+    SECRETS.add(*secret_values(config.kafka.model_dump()))
+    signing_key = config.signing_key()
+    if signing_key:
+        SECRETS.add(signing_key.decode())
+    return config
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -75,9 +72,16 @@ def _load(path: str | None) -> Config:
 @click.option(
     "--log-level", default="INFO", show_default=True, help="DEBUG, INFO, WARNING or ERROR."
 )
-def main(log_level: str) -> None:
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: one JSON object per line, with the key=value fields lifted out.",
+)
+def main(log_level: str, log_format: str) -> None:
     """Watch ML models in production: drift and performance alerts from Kafka events."""
-    configure_logging(log_level)
+    configure_logging(log_level, log_format)
 
 
 @main.command()
@@ -398,12 +402,21 @@ def topics_create(config_path: str | None, bootstrap_servers: str | None) -> Non
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False))
 @click.option("--bootstrap-servers", help="Overrides kafka.bootstrap_servers.")
 @click.option("--instance-id", help="Overrides kafka.instance_id (stable per instance).")
-def run(config_path: str | None, bootstrap_servers: str | None, instance_id: str | None) -> None:
+@click.option("--metrics-port", type=int, help="Overrides metrics.port (0: any free port, logged).")
+@click.option("--metrics-host", help="Overrides metrics.host (default 127.0.0.1).")
+def run(
+    config_path: str | None,
+    bootstrap_servers: str | None,
+    instance_id: str | None,
+    metrics_port: int | None,
+    metrics_host: str | None,
+) -> None:
     """Run the monitor service on Kafka until SIGTERM/SIGINT."""
 
     from confluent_kafka.admin import AdminClient
 
     from stream_monitor.core.state import StateCodec
+    from stream_monitor.health import HealthServer
     from stream_monitor.kafka import FencedError
     from stream_monitor.kafka.service import MonitorService
     from stream_monitor.kafka.settings import admin_settings
@@ -415,13 +428,30 @@ def run(config_path: str | None, bootstrap_servers: str | None, instance_id: str
         config = config.model_copy(
             update={"kafka": config.kafka.model_copy(update={"instance_id": instance_id})}
         )
+    overrides = {"port": metrics_port, "host": metrics_host}
+    if any(value is not None for value in overrides.values()):
+        metrics = config.metrics.model_copy(
+            update={key: value for key, value in overrides.items() if value is not None}
+        )
+        config = config.model_copy(update={"metrics": metrics})
     stop = stop_on_signals(announce=True)
     try:
-        admin = AdminClient(admin_settings(config))
-        wait_for_broker(admin, config, stop)
-        ensure_topics(admin, config)
         service = MonitorService(config, codec=StateCodec(resolve_signing_key(config)), stop=stop)
-        service.run()
+        with contextlib.ExitStack() as serving:
+            if config.metrics.enabled:
+                serving.enter_context(
+                    HealthServer(
+                        service.metrics.registry,
+                        liveness=service.liveness,
+                        readiness=service.readiness,
+                        host=config.metrics.host,
+                        port=config.metrics.port,
+                    )
+                )
+            admin = AdminClient(admin_settings(config))
+            wait_for_broker(admin, config, stop)
+            ensure_topics(admin, config)
+            service.run()
     except FencedError as exc:
         log.error("%s", exc)
         sys.exit(3)

@@ -156,6 +156,23 @@ class KafkaConfig(_Strict):
     broker_down_timeout: DurationMs = Field(default=60_000)
 
 
+class MetricsConfig(_Strict):
+    """Prometheus `/metrics`, `/healthz` and `/readyz` on one small HTTP server."""
+
+    enabled: bool = True
+    # Loopback by default: expose it on purpose (0.0.0.0 in a container), not by accident.
+    host: str = "127.0.0.1"
+    port: int = Field(default=9650, ge=0, le=65535)  # 0: any free port, logged at start-up
+    # Label caps: past them, models (and signals per model) are reported as "other".
+    max_models: int = Field(default=50, ge=1)
+    max_signals: int = Field(default=100, ge=1)
+    # How often the detector gauges walk every key, and librdkafka reports consumer lag.
+    state_interval: DurationMs = Field(default=10_000)
+    statistics_interval: DurationMs = Field(default=5_000)
+    # /healthz fails when the consume loop has not turned for this long (restores excepted).
+    stall_timeout: DurationMs = Field(default=90_000)
+
+
 class Config(_Strict):
     detectors: dict[str, DetectorSpec] = Field(
         default_factory=lambda: {"adwin": DetectorSpec(type="adwin")}
@@ -172,6 +189,7 @@ class Config(_Strict):
     events: EventsConfig = Field(default_factory=EventsConfig)
     state: StateConfig = Field(default_factory=StateConfig)
     kafka: KafkaConfig = Field(default_factory=KafkaConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
 
     @field_validator("detectors")
     @classmethod

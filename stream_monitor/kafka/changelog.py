@@ -42,18 +42,23 @@ def decode_tag(raw: bytes | None) -> Tag | None:
 
 def read_to_end(
     settings: dict[str, Any],
-    partitions: list[TopicPartition],
+    partitions: list[TopicPartition] | Callable[[Consumer], list[TopicPartition]],
     on_message: Callable[[Message], None],
     timeout: float = 120.0,
 ) -> None:
     """Read each partition from its start offset to its real end, detected by partition EOF.
 
+    `partitions` may be a function of the reader, for callers that must look them up with it.
     (Some Kafka-compatible brokers under-report the high watermark, so it is not asked up front.)
     """
     if not partitions:
         return
     consumer = Consumer(settings)
     try:
+        if callable(partitions):
+            partitions = partitions(consumer)
+            if not partitions:
+                return
         consumer.assign(partitions)
         pending = {(tp.topic, tp.partition) for tp in partitions}
         deadline = time.monotonic() + timeout

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections import Counter as Tally
 from collections.abc import Callable
 from typing import Any
 
@@ -42,6 +43,7 @@ from stream_monitor.kafka.settings import (
     reader_settings,
 )
 from stream_monitor.kafka.topics import TopicNames
+from stream_monitor.metrics import Metrics, MonitorTally
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +55,14 @@ _OFFSET_BEGINNING = -2
 class PartitionTask:
     """The monitor of one input partition, and where its two input streams stand."""
 
-    __slots__ = ("monitor", "offsets", "origins", "partition")
+    __slots__ = ("monitor", "offsets", "origins", "partition", "tally")
 
     def __init__(self, partition: int, monitor: Monitor, offsets: list[int]) -> None:
         self.partition = partition
         self.monitor = monitor
         self.offsets = offsets  # next offset to process: [predictions stream, labels stream]
         self.origins: dict[str, int] = {}  # repartition mode: last origin offset processed
+        self.tally = MonitorTally()  # how much of the monitor's counters reached the metrics
 
 
 class ServiceCounters:
@@ -96,6 +99,7 @@ class MonitorService:
         stop: threading.Event | None = None,
         consumer_factory: Callable[[dict[str, Any]], Consumer] = Consumer,
         producer_factory: Callable[[dict[str, Any]], Producer] = Producer,
+        metrics: Metrics | None = None,
     ) -> None:
         self.config = config
         self.kafka = config.kafka
@@ -136,6 +140,18 @@ class MonitorService:
         self._next_down_report = 0.0
         self._next_probe = 0.0
         self._max_bytes = config.events.max_bytes
+        self.metrics = metrics or Metrics(
+            max_models=config.metrics.max_models, max_signals=config.metrics.max_signals
+        )
+        self.restoring = False
+        self.looping = False  # False while starting: waiting for the broker is not a stall
+        self.last_progress = time.monotonic()  # the loop's last turn, for /healthz
+        self._next_state_report = 0.0
+        self.metrics.watch(
+            ready=lambda: float(self.readiness()[0]),
+            partitions=lambda: float(len(self.tasks)),
+            progress=lambda: time.time() - (time.monotonic() - self.last_progress),
+        )
 
     # --- lifecycle ---------------------------------------------------------------------------
     def run(self) -> None:
@@ -156,24 +172,39 @@ class MonitorService:
         )
         timeout = (self.kafka.poll_timeout or 100) / 1000
         interval = (self.kafka.commit_interval or 200) / 1000
+        state_interval = (self.config.metrics.state_interval or 10_000) / 1000
+        self.looping = True
         try:
             while not self.stop.is_set():
                 messages = consumer.consume(self.kafka.batch_size, timeout)
                 if messages:
                     self._handle(messages)
+                now = self.last_progress = time.monotonic()
                 if self._uncommitted and (
                     self._uncommitted >= self.kafka.commit_max_events
-                    or time.monotonic() - self._last_commit >= interval
+                    or now - self._last_commit >= interval
                 ):
                     self._commit()
                 self._check_broker()
+                if now >= self._next_state_report:
+                    self._next_state_report = now + state_interval
+                    self.metrics.report_state(task.monitor for task in list(self.tasks.values()))
             self._commit()
         finally:
             self._close()
 
     def _connect(self) -> None:
         producer_config = producer_settings(self.config, error_cb=self._on_client_error)
-        consumer_config = consumer_settings(self.config, error_cb=self._on_client_error)
+        statistics: dict[str, Any] = {}
+        if self.config.metrics.statistics_interval:
+            # librdkafka computes consumer lag per partition; it reaches us through poll().
+            statistics = {
+                "statistics.interval.ms": self.config.metrics.statistics_interval,
+                "stats_cb": self.metrics.on_statistics,
+            }
+        consumer_config = consumer_settings(
+            self.config, error_cb=self._on_client_error, **statistics
+        )
         log.info("producer settings: %s", describe(producer_config))
         log.info("consumer settings: %s", describe(consumer_config))
         self._producer = self._producer_factory(producer_config)
@@ -247,6 +278,15 @@ class MonitorService:
         """Restore state for these partitions and learn which outputs already exist."""
         if not partitions:
             return
+        self.restoring = True
+        try:
+            self._restore(partitions)
+        finally:
+            self.restoring = False
+            self.last_progress = time.monotonic()
+        self.metrics.report_state(task.monitor for task in self.tasks.values())
+
+    def _restore(self, partitions: list[int]) -> None:
         started = time.monotonic()
         committed = self._committed(partitions)
         restored = self.changelog.restore(reader_settings(self.config, "restore"), committed)
@@ -262,22 +302,29 @@ class MonitorService:
             for name, offset in runtime.get("positions", {}).items():
                 positions[name] = min(offset, positions.get(name, offset))
         self._learn_existing_outputs(positions)
-        log.info("recovered partitions=%s seconds=%.2f", partitions, time.monotonic() - started)
+        seconds = time.monotonic() - started
+        self.metrics.restore_seconds.observe(seconds)
+        log.info("recovered partitions=%s seconds=%.2f", partitions, seconds)
 
     def _learn_existing_outputs(self, positions: dict[str, int]) -> None:
         """Read alerts and dead letters from the last checkpoint on: their ids are not re-emitted."""
-        assert self._consumer is not None
-        start = []
-        for topic in (self.names.alerts, self.names.dead_letters):
-            metadata = self._consumer.list_topics(topic, timeout=10).topics.get(topic)
-            if metadata is None or metadata.error:
-                continue
-            for partition in metadata.partitions:
-                start.append(
-                    TopicPartition(
-                        topic, partition, positions.get(f"{topic}/{partition}", _OFFSET_BEGINNING)
+
+        # The reader looks the partitions up itself: `list_topics()` on the group consumer, inside
+        # its rebalance callback, clears confluent-kafka's callback context for the running
+        # `consume()`, whose next callback (statistics, logs, errors) then aborts the process.
+        def start(reader: Consumer) -> list[TopicPartition]:
+            offsets = []
+            for topic in (self.names.alerts, self.names.dead_letters):
+                metadata = reader.list_topics(topic, timeout=10).topics.get(topic)
+                if metadata is None or metadata.error:
+                    continue
+                for partition in metadata.partitions:
+                    name = f"{topic}/{partition}"
+                    offsets.append(
+                        TopicPartition(topic, partition, positions.get(name, _OFFSET_BEGINNING))
                     )
-                )
+            return offsets
+
         found = 0
 
         def remember(message: Message) -> None:
@@ -307,6 +354,7 @@ class MonitorService:
 
     # --- processing --------------------------------------------------------------------------
     def _handle(self, messages: list[Message]) -> None:
+        started = time.perf_counter()
         groups: dict[int, list[Record]] = {}
         tasks, kinds, streams = self.tasks, self._kinds, self._streams
         repartition = self.repartition
@@ -346,11 +394,16 @@ class MonitorService:
         self._uncommitted += len(messages)
         self.counters.consumed += len(messages)
         self._down_since = None
+        metrics = self.metrics
         for partition, records in groups.items():
             self.counters.processed += len(records)
-            output = tasks[partition].monitor.process(records)
+            task = tasks[partition]
+            output = task.monitor.process(records)
             if output.alerts or output.dead_letters:
                 self._emit(output, messages)
+            metrics.report_monitor(task.monitor, task.tally)
+        metrics.report_batch(Tally(map(Message.topic, messages)), self.counters)
+        metrics.batch_seconds.observe(time.perf_counter() - started)
 
     def _seen_before(self, task: PartitionTask, message: Message) -> bool:
         """Repartitioned records carry their origin; a leaked forward must not count twice."""
@@ -379,6 +432,7 @@ class MonitorService:
             if type(model) is not str or not model:
                 raise WrongType("field 'model' must be a non-empty string", "model", event)
         except EventError as error:
+            self.metrics.invalid.labels(error.reason).inc()  # never reaches a Monitor's counters
             kind = PREDICTION if topic == self.names.predictions else LABEL
             record: Record = (
                 kind,
@@ -415,6 +469,8 @@ class MonitorService:
                 headers=ALERT_HEADERS,
             )
             self.counters.alerts += 1
+            self.metrics.count_alert(alert.event)
+            _log_alert(alert.event)
         if output.dead_letters:
             keys = {
                 (m.topic(), m.partition(), m.offset()): m.key()
@@ -424,6 +480,15 @@ class MonitorService:
             for dead in output.dead_letters:
                 _, _, _, topic, partition, offset = dead.record
                 self._dead_letter(dead, keys.get((topic, partition, offset)))
+            first = output.dead_letters[0]
+            log.info(
+                "dead letters=%d first_reason=%s topic=%s partition=%s offset=%s",
+                len(output.dead_letters),
+                first.error.reason,
+                first.record[3],
+                first.record[4],
+                first.record[5],
+            )
 
     def _dead_letter(self, dead: DeadLetter, key: bytes | None) -> None:
         _kind, value, timestamp, topic, partition, offset = dead.record
@@ -529,6 +594,7 @@ class MonitorService:
         self.counters.commits += 1
         self._uncommitted = 0
         self._last_commit = time.monotonic()
+        self.metrics.commit_seconds.observe(self._last_commit - started)
         log.debug("committed offsets=%d seconds=%.3f", len(offsets), self._last_commit - started)
 
     def _on_commit_error(self, error: KafkaError) -> None:
@@ -557,6 +623,7 @@ class MonitorService:
 
     def _rewind(self) -> None:
         """Abortable failure: drop uncommitted work, restore state, seek back to committed offsets."""
+        self.metrics.commit_failures.inc()
         self._abort()
         self._delivery_errors.clear()
         self._uncommitted = 0
@@ -638,3 +705,41 @@ class MonitorService:
                 f"kafka unreachable for more than {(self.kafka.broker_down_timeout or 0) / 1000:.0f}s "
                 f"(kafka.on_broker_down=exit)"
             )
+
+    # --- probes ------------------------------------------------------------------------------
+    def liveness(self) -> tuple[bool, dict[str, Any]]:
+        """Alive while the loop turns; a long restore is work, not a stall."""
+        stalled = time.monotonic() - self.last_progress
+        limit = (self.config.metrics.stall_timeout or 90_000) / 1000
+        alive = not self.looping or self.restoring or stalled <= limit
+        return alive, {
+            "starting": not self.looping,
+            "restoring": self.restoring,
+            "seconds_since_progress": round(stalled, 3),
+        }
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """Ready once assigned partitions are restored and consumed, with the broker reachable."""
+        broker_up = self._down_since is None
+        ready = self.ready.is_set() and broker_up and not self.restoring
+        return ready, {
+            "partitions": sorted(self.tasks),
+            "restoring": self.restoring,
+            "broker_reachable": broker_up,
+        }
+
+
+def _log_alert(event: dict[str, Any]) -> None:
+    data = event["data"]
+    position = data.get("source_position") or {}
+    log.info(
+        "alert id=%s model=%s signal=%s/%s detector=%s severity=%s partition=%s offset=%s",
+        event["id"],
+        data["model"],
+        data["signal_kind"],
+        data["signal"],
+        data["detector"],
+        data["severity"],
+        position.get("partition"),
+        position.get("offset"),
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -63,7 +64,8 @@ def config_data(bootstrap: str, **kafka: Any) -> dict[str, Any]:
         },
     }
     settings.update(kafka)
-    return {"kafka": settings, "state": {"signing_key": KEY}}
+    # Any free port for /metrics: several instances share this machine in tests.
+    return {"kafka": settings, "state": {"signing_key": KEY}, "metrics": {"port": 0}}
 
 
 def make_config(data: dict[str, Any]) -> Config:
@@ -230,7 +232,10 @@ class ServiceThread:
 class ServiceProcess:
     """Runs `stream-monitor run` as a real process, so it can be killed with SIGKILL."""
 
-    def __init__(self, data: dict[str, Any], folder: Path, name: str = "a") -> None:
+    def __init__(
+        self, data: dict[str, Any], folder: Path, name: str = "a", options: tuple[str, ...] = ()
+    ) -> None:
+        self.options = options  # global options, before `run`: --log-format json, ...
         self.path = folder / f"config-{name}-{uuid.uuid4().hex[:6]}.yaml"
         self.path.write_text(yaml.safe_dump(data))
         self.log = folder / f"run-{name}-{uuid.uuid4().hex[:6]}.log"
@@ -239,7 +244,15 @@ class ServiceProcess:
     def start(self) -> ServiceProcess:
         handle = self.log.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "stream_monitor.cli", "run", "--config", str(self.path)],
+            [
+                sys.executable,
+                "-m",
+                "stream_monitor.cli",
+                *self.options,
+                "run",
+                "--config",
+                str(self.path),
+            ],
             stdout=handle,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
@@ -259,6 +272,17 @@ class ServiceProcess:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
+
+    def metrics_url(self, timeout: float = 30) -> str:
+        """Where this instance serves /metrics (tests run it on any free port), from its log."""
+        found: list[str] = []
+
+        def logged() -> bool:
+            found[:] = re.findall(r"(http://[\d.]+:\d+)/metrics", self.output())
+            return bool(found)
+
+        wait_for(logged, timeout, "the metrics server's address in the log")
+        return found[0]
 
 
 def is_eof(error: KafkaError | None) -> bool:
