@@ -175,7 +175,8 @@ def _reference(result: BacktestResult) -> dict[str, Any]:
             continue
         mean = math.fsum(values) / n
         sd = math.sqrt(math.fsum((value - mean) ** 2 for value in values) / (n - 1))
-        signals[f"{key_id}/{name}"] = {"mean": mean, "sd": sd, "n": n}
+        binary = all(value == 0.0 or value == 1.0 for value in values)
+        signals[f"{key_id}/{name}"] = {"mean": mean, "sd": sd, "binary": binary, "n": n}
     return {"signals": signals}
 
 

@@ -71,6 +71,7 @@ class CalibrateSpec(_Strict):
 
     warmup: int = Field(default=1000, ge=2)  # values per key×signal that estimate mean and sd
     # JSON file of {"signals": {"<signal>" or "<monitor key>/<signal>": {"mean": m, "sd": s}}}
+    # (with "binary": true for a 0/1 signal, whose sd then follows from its mean)
     # (as written by `stream-monitor backtest`); series it lists skip the warm-up.
     reference: str | None = None
     arl0: float = Field(default=100_000, ge=1)  # mean events between false alarms, per key
@@ -92,7 +93,7 @@ def read_reference(path: str, where: str) -> dict[str, Reference]:
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
         return {
-            name: (float(entry["mean"]), float(entry["sd"]))
+            name: (float(entry["mean"]), float(entry["sd"]), bool(entry.get("binary", False)))
             for name, entry in data["signals"].items()
         }
     except OSError as exc:

@@ -39,7 +39,7 @@ def test_backtest_report_holds_the_detections_and_scores_them(tmp_path: Path) ->
     # Change at prediction 2000 of each; credit's error is only seen through labels that arrive
     # 60 s (600 predictions) later, fraud's input moves at once.
     assert [(c["stream"], c["detected_at"], c["delay"], c["by"]) for c in scores["changes"]] == [
-        ("credit", 2658, 658, "credit performance error / calibrated_ph"),
+        ("credit", 2670, 670, "credit performance error / calibrated_ph"),
         ("fraud", 2025, 25, "fraud feature amount / calibrated_ph"),
     ]
     assert scores["duplicates"] == len(alerts) - 2

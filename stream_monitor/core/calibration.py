@@ -36,31 +36,77 @@ MIN_SCALE = 1e-9
 # A binary signal (error, missing or positive rate) with no events in its warm-up still gets a
 # scale: its rate is estimated as (events + 0.5) / (n + 1), never 0.
 BINARY_PRIOR = 0.5
+MIN_RATE = 1e-4  # the same floor for a binary reference rate
+# Siegmund's correction for a Gaussian CUSUM overshooting its threshold (2 x 0.583).
+GAUSSIAN_OVERSHOOT = 1.166
+
+
+def run_length(threshold: float, exponent: float, drift: float, overshoot: float) -> float:
+    """Siegmund's approximation of the mean run length of one side of a CUSUM to a false alarm.
+
+    `drift` is the in-control mean decrement of each step (delta = shift/2 on standardised
+    values) and `exponent` the root theta > 0 of E[exp(theta * step)] = 1 (Lundberg's exponent):
+    2 * drift for Gaussian steps, smaller for the skewed steps of a rare binary event.
+    """
+    b = threshold + overshoot
+    return (math.exp(exponent * b) - exponent * b - 1.0) / (exponent * drift)
 
 
 def siegmund_arl(threshold: float, shift: float) -> float:
     """Mean run length to a false alarm of one side of a CUSUM on N(0,1), reference shift/2."""
     k = shift / 2.0
-    b = threshold + 1.166
-    return (math.exp(2.0 * k * b) - 2.0 * k * b - 1.0) / (2.0 * k * k)
+    return run_length(threshold, 2.0 * k, k, GAUSSIAN_OVERSHOOT)
 
 
-def page_hinkley_threshold(series_arl: float, shift: float) -> float:
-    """The threshold whose two-sided, safety-adjusted run length reaches `series_arl`."""
-    target = 2.0 * SAFETY_FACTOR * series_arl
+def binary_exponent(rate: float, shift: float) -> float:
+    """Lundberg's exponent of the steps z - shift/2 of a standardised Bernoulli(rate) series."""
+    scale = math.sqrt(rate * (1.0 - rate))
+    k = shift / 2.0
+    up, down = (1.0 - rate) / scale - k, -rate / scale - k
+
+    def excess(theta: float) -> float:
+        return rate * math.exp(theta * up) + (1.0 - rate) * math.exp(theta * down) - 1.0
+
+    low, high = 1e-9, 2.0 * k  # the Gaussian exponent bounds it: skew only lowers it
+    while excess(high) < 0.0:
+        high *= 2.0
+    for _ in range(80):
+        middle = (low + high) / 2.0
+        if excess(middle) < 0.0:
+            low = middle
+        else:
+            high = middle
+    return high
+
+
+def solve_threshold(target: float, exponent: float, drift: float, overshoot: float) -> float:
     low, high = 0.0, 1.0
-    while siegmund_arl(high, shift) < target:
+    while run_length(high, exponent, drift, overshoot) < target:
         high *= 2.0
     for _ in range(60):
         middle = (low + high) / 2.0
-        if siegmund_arl(middle, shift) < target:
+        if run_length(middle, exponent, drift, overshoot) < target:
             low = middle
         else:
             high = middle
     return round(high, 6)
 
 
-Reference = tuple[float, float]  # (centre, scale)
+def page_hinkley_threshold(series_arl: float, shift: float) -> float:
+    """The threshold whose two-sided, safety-adjusted run length reaches `series_arl`."""
+    k = shift / 2.0
+    return solve_threshold(2.0 * SAFETY_FACTOR * series_arl, 2.0 * k, k, GAUSSIAN_OVERSHOOT)
+
+
+def binary_threshold(series_arl: float, shift: float, rate: float) -> float:
+    """The same for a binary series: the rarer the event, the larger the jump of one event in
+    standard deviations, so the higher the threshold. Its upper side is the skewed one and
+    dominates; no overshoot credit is taken, as one event can jump far past the threshold."""
+    exponent = binary_exponent(rate, shift)
+    return solve_threshold(2.0 * SAFETY_FACTOR * series_arl, exponent, shift / 2.0, 0.0)
+
+
+Reference = tuple[float, float, bool]  # (centre, scale, binary)
 
 
 class Calibration:
@@ -92,7 +138,7 @@ class Calibration:
         return self.arl0 * self.family_size
 
     def detector_params(self, type_name: str, params: dict[str, Any]) -> dict[str, Any]:
-        """Parameters for a detector that sees standardised values."""
+        """Parameters for a detector that sees standardised values (Gaussian case)."""
         if type_name == "page_hinkley":
             return {
                 **params,
@@ -104,14 +150,21 @@ class Calibration:
             return {**params, "delta": params["delta"] / self.family_size}
         raise ValueError(f"no calibration for detector type {type_name!r}")
 
+    def binary_threshold(self, rate: float) -> float:
+        return binary_threshold(self.series_arl, self.shift, rate)
+
     def reference_for(self, key_id: str, signal: str) -> Reference | None:
         """The reference for this key's signal, else for the signal on every key, else None."""
         return self.reference.get(f"{key_id}/{signal}") or self.reference.get(signal)
 
     def scaler(
-        self, detector: Any, prime: Callable[[Any, int], None], reference: Reference | None
+        self,
+        detector: Any,
+        prime: Callable[[Any, int], None],
+        tune_threshold: bool,
+        reference: Reference | None,
     ) -> Scaler:
-        return Scaler(detector, prime, self.warmup, reference)
+        return Scaler(self, detector, prime, tune_threshold, reference)
 
 
 class Scaler:
@@ -120,11 +173,13 @@ class Scaler:
     Warm-up values only feed Welford's running mean and variance: the detector starts at the
     first value after the warm-up, so it never fires before the scale is known. It starts primed
     as if it had seen the standardised warm-up (mean 0, sd 1), so that a change right after the
-    warm-up is still a change to it.
+    warm-up is still a change to it. A series whose warm-up was all 0/1 is binary: its scale is
+    that of its (smoothed) rate, and Page-Hinkley's threshold is raised for the skew of its steps.
     """
 
     __slots__ = (
         "binary",
+        "calibration",
         "centre",
         "detector",
         "feed",
@@ -133,20 +188,22 @@ class Scaler:
         "n",
         "prime",
         "scale",
-        "warmup",
+        "tune_threshold",
     )
 
     def __init__(
         self,
+        calibration: Calibration,
         detector: Any,
         prime: Callable[[Any, int], None],
-        warmup: int,
+        tune_threshold: bool,
         reference: Reference | None = None,
     ) -> None:
+        self.calibration = calibration
         self.detector = detector
         self.feed = detector.update
         self.prime = prime
-        self.warmup = warmup
+        self.tune_threshold = tune_threshold
         self.n = 0
         self.mean = 0.0
         self.m2 = 0.0
@@ -154,8 +211,13 @@ class Scaler:
         self.centre: float | None = None
         self.scale = 1.0
         if reference is not None:
-            self.centre, self.scale = float(reference[0]), max(float(reference[1]), MIN_SCALE)
-            prime(detector, warmup)
+            centre, scale, self.binary = reference
+            if self.binary:  # a rate of exactly 0 or 1 would make any other value infinitely far
+                centre = min(max(centre, MIN_RATE), 1.0 - MIN_RATE)
+                scale = math.sqrt(centre * (1.0 - centre))
+            self.centre, self.scale = float(centre), max(float(scale), MIN_SCALE)
+            self._tune()
+            prime(detector, calibration.warmup)
 
     def update(self, x: float) -> None:
         centre = self.centre
@@ -168,17 +230,22 @@ class Scaler:
         self.m2 += delta * (x - self.mean)
         if x != 0.0 and x != 1.0:
             self.binary = False
-        if self.n >= self.warmup:
-            self.scale = self._estimated_scale()
-            self.centre = self.mean
+        if self.n >= self.calibration.warmup:
+            self._freeze()
+            self._tune()
             self.prime(self.detector, self.n)
 
-    def _estimated_scale(self) -> float:
+    def _freeze(self) -> None:
         if self.binary:
             rate = (self.mean * self.n + BINARY_PRIOR) / (self.n + 1.0)
-            return math.sqrt(rate * (1.0 - rate))
+            self.centre, self.scale = rate, math.sqrt(rate * (1.0 - rate))
+            return
         sd = math.sqrt(self.m2 / (self.n - 1)) if self.n > 1 else 0.0
-        return max(sd, MIN_SCALE * max(1.0, abs(self.mean)))
+        self.centre, self.scale = self.mean, max(sd, MIN_SCALE * max(1.0, abs(self.mean)))
+
+    def _tune(self) -> None:
+        if self.binary and self.tune_threshold and self.centre is not None:
+            self.detector.threshold = self.calibration.binary_threshold(self.centre)
 
     def to_raw(self, total: float, count: int) -> float:
         """A sum of `count` standardised values back in the signal's units."""
@@ -196,3 +263,4 @@ class Scaler:
             self.scale = float(scale)
         except (TypeError, ValueError) as exc:
             raise StateError(f"calibration state is not understood: {exc}") from exc
+        self._tune()  # the threshold is a constructor parameter: not in the detector's state

@@ -118,7 +118,9 @@ class Track:
         if calibration is None:
             self.update = self.detector.update
         else:
-            self.scaler = calibration.scaler(self.detector, rule.type.prime, reference)
+            self.scaler = calibration.scaler(
+                self.detector, rule.type.prime, rule.type.name == "page_hinkley", reference
+            )
             self.update = self.scaler.update
         self.seen = 0  # values this detector has seen for this key, ever
         self.n = 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 import statistics
 from pathlib import Path
@@ -11,7 +12,11 @@ from typing import Any
 import pytest
 
 from stream_monitor.config import load_config
-from stream_monitor.core.calibration import page_hinkley_threshold, siegmund_arl
+from stream_monitor.core.calibration import (
+    binary_threshold,
+    page_hinkley_threshold,
+    siegmund_arl,
+)
 from stream_monitor.core.events import PREDICTION
 from stream_monitor.core.monitor import Monitor
 from stream_monitor.core.state import StateCodec
@@ -100,8 +105,27 @@ def test_silent_during_warmup_then_detects() -> None:
 
 def test_binary_signal_without_events_in_warmup_still_gets_a_scale() -> None:
     values = [0.0] * 1000 + [1.0] * 40
-    # rate (0 + 0.5) / 1001: one event is ~45 sd, past the threshold on the second.
-    assert alert_indices(calibrated(), values) == [1001]
+    # rate (0 + 0.5) / 1001: one event is ~45 sd; the threshold for so rare an event is ~60.
+    m = calibrated()
+    assert alert_indices(m, values) == [1003]
+    threshold = m.keys["m"].features["x"].values.tracks[0].detector.threshold  # type: ignore[union-attr]
+    assert threshold == pytest.approx(binary_threshold(1e6, 1.0, 0.5 / 1001), abs=1e-6)
+
+
+@pytest.mark.parametrize("rate", [0.3, 0.05])
+def test_binary_series_keep_the_budget_and_find_a_one_sigma_step(rate: float) -> None:
+    rng = random.Random(2)
+    stationary = [1.0 if rng.random() < rate else 0.0 for _ in range(50_000)]
+    assert alert_indices(calibrated(), stationary) == []
+    step = rate + math.sqrt(rate * (1 - rate))
+    delays = []
+    for seed in range(9):
+        rng = random.Random(seed)
+        values = [1.0 if rng.random() < (step if i >= 2000 else rate) else 0.0 for i in range(3000)]
+        found = alert_indices(calibrated(), values)
+        assert found and found[0] >= 2000
+        delays.append(found[0] - 2000)
+    assert statistics.median(delays) <= 100
 
 
 def test_reference_file_replaces_the_warmup(tmp_path: Path) -> None:
