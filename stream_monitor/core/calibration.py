@@ -59,7 +59,12 @@ def siegmund_arl(threshold: float, shift: float) -> float:
 
 
 def binary_exponent(rate: float, shift: float) -> float:
-    """Lundberg's exponent of the steps z - shift/2 of a standardised Bernoulli(rate) series."""
+    """Lundberg's exponent of the steps z - shift/2 of a standardised Bernoulli(rate) series.
+
+    Of the two sides, the one against the rarer outcome has the long jumps and the smaller
+    exponent; by symmetry a rate above 0.5 is its complement seen from the other side.
+    """
+    rate = min(rate, 1.0 - rate)
     scale = math.sqrt(rate * (1.0 - rate))
     k = shift / 2.0
     up, down = (1.0 - rate) / scale - k, -rate / scale - k
@@ -175,6 +180,8 @@ class Scaler:
     as if it had seen the standardised warm-up (mean 0, sd 1), so that a change right after the
     warm-up is still a change to it. A series whose warm-up was all 0/1 is binary: its scale is
     that of its (smoothed) rate, and Page-Hinkley's threshold is raised for the skew of its steps.
+    After a detection the series warms up again: the new regime is the baseline from then on, so
+    a lasting change (of variance, say) is reported once, and a return to normal is a new change.
     """
 
     __slots__ = (
@@ -222,8 +229,10 @@ class Scaler:
     def update(self, x: float) -> None:
         centre = self.centre
         if centre is not None:
-            self.feed((x - centre) / self.scale)
-            return
+            if not self.detector._drift_detected:
+                self.feed((x - centre) / self.scale)
+                return
+            self._restart()
         self.n += 1
         delta = x - self.mean
         self.mean += delta / self.n
@@ -234,6 +243,15 @@ class Scaler:
             self._freeze()
             self._tune()
             self.prime(self.detector, self.n)
+
+    def _restart(self) -> None:
+        """After a detection, learn the new regime's scale: it is the baseline from now on."""
+        self.detector._reset()
+        self.n = 0
+        self.mean = self.m2 = 0.0
+        self.binary = True
+        self.centre = None
+        self.scale = 1.0
 
     def _freeze(self) -> None:
         if self.binary:

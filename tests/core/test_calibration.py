@@ -178,3 +178,19 @@ def test_calibrated_example_config_loads_with_every_signal_calibrated() -> None:
     for kind in ("performance", "prediction", "feature", "data_quality"):
         names = getattr(cfg.signals, kind)
         assert names and all(rules[name].calibration is not None for name in names)
+
+
+def test_frequent_binary_events_mirror_rare_ones() -> None:
+    assert binary_threshold(1e6, 1.0, 0.9) == binary_threshold(1e6, 1.0, 0.1)
+    rng = random.Random(4)
+    assert alert_indices(calibrated(), [float(rng.random() < 0.95) for _ in range(20_000)]) == []
+
+
+def test_a_lasting_change_is_reported_once_then_becomes_the_baseline() -> None:
+    """After a detection the series warms up again, so a tripled sd does not alert for ever."""
+    rng = random.Random(6)
+    values = [rng.gauss(0.0, 1.0) for _ in range(3000)] + [
+        rng.gauss(0.0, 3.0) for _ in range(20_000)
+    ]
+    found = alert_indices(calibrated(), values)
+    assert len(found) == 1 and 3000 <= found[0] < 3500
