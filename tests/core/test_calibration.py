@@ -21,6 +21,7 @@ from stream_monitor.core.events import PREDICTION
 from stream_monitor.core.monitor import Monitor
 from stream_monitor.core.state import StateCodec
 from stream_monitor.errors import ConfigError
+from tests.core.test_state import KEY, through_bytes
 from tests.helpers import ROOT, config, monitor, prediction, records
 
 SCALES = [(0.0, 1.0), (1000.0, 0.001), (-5.0, 1000.0)]
@@ -165,9 +166,8 @@ def test_restore_mid_warmup_or_after_gives_identical_alerts(cut: int) -> None:
     assert uninterrupted
     first = calibrated(warmup=1000)
     before = [a.id for a in first.process(batch[:cut]).alerts]
-    codec = StateCodec(b"0123456789abcdef-test-key")
     second = calibrated(warmup=1000)
-    second.restore((k, codec.decode(codec.encode(v))) for k, v in first.snapshot().items())
+    second.restore(through_bytes(first.snapshot(), StateCodec(KEY)))
     after = [a.id for a in second.process(batch[cut:]).alerts]
     assert before + after == uninterrupted
 
