@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint typecheck demo bench clean
+.PHONY: install test lint typecheck demo bench bench-quality clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/core_throughput.py
 	$(BIN)/python benchmarks/run_throughput.py
+
+# Detection delay, false positives and misses on drift streams; updates docs/detection-quality.md.
+bench-quality: $(STAMP)
+	$(BIN)/python benchmarks/detection_quality.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -173,6 +173,9 @@ def sample(out_dir: Path, scenario: str, events: int, seed: int) -> None:
         with (out_dir / f"{name}.jsonl").open("wb") as handle:
             for row in rows:
                 handle.write(orjson.dumps(row) + b"\n")
+    with (out_dir / "truth.jsonl").open("wb") as handle:  # for `backtest --truth`
+        for model, index in generated.change_points.items():
+            handle.write(orjson.dumps({"model": model, "index": index}) + b"\n")
     changes = ", ".join(
         f"{model} at event {index}" if index is not None else f"{model} stable"
         for model, index in generated.change_points.items()
@@ -481,6 +484,52 @@ def redacted(config: Config) -> dict[str, object]:
     from stream_monitor.secrets import redact
 
     return redact(config.model_dump(mode="json"))  # type: ignore[no-any-return]
+
+
+@main.command()
+@click.option(
+    "--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="YAML config."
+)
+@click.option(
+    "--predictions", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True
+)
+@click.option("--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--truth",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help='Change points, JSON Lines of {"model": ..., "index": ...} (as `sample` writes).',
+)
+@click.option(
+    "--max-delay", type=click.IntRange(min=1), help="Detections later than this are misses."
+)
+@click.option(
+    "--report", "report_dir", type=click.Path(file_okay=False, path_type=Path), required=True
+)
+def backtest(
+    config_path: str | None,
+    predictions: Path,
+    labels: Path | None,
+    truth: Path | None,
+    max_delay: int | None,
+    report_dir: Path,
+) -> None:
+    """Replay files through the monitor and write a report: plots, alerts and truth scores."""
+    from stream_monitor.backtest import run_backtest, write_report
+
+    config = _load(config_path)
+    try:
+        result = run_backtest(config, predictions, labels, truth, max_delay)
+    except StreamMonitorError as exc:
+        raise click.ClickException(str(exc)) from exc
+    write_report(result, report_dir)
+    line = f"{len(result.alerts)} alerts over {len(result.series)} signals"
+    if result.score is not None:
+        summary = result.score.summary()
+        line += (
+            f"; {summary['true_positives']} true positives, {summary['false_positives']} false "
+            f"positives, {summary['misses']} misses, mean delay {summary['mean_delay']}"
+        )
+    click.echo(f"{line}; report in {report_dir / 'index.html'}", err=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

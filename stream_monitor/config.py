@@ -10,6 +10,7 @@ state signing key.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -28,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 
+from stream_monitor.core.calibration import Calibration, Reference
 from stream_monitor.core.detectors import DetectorRule
 from stream_monitor.errors import ConfigError
 
@@ -61,11 +63,62 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class CalibrateSpec(_Strict):
+    """Standardise each key×signal and derive the detector's parameters from a false-alarm budget.
+
+    See docs/detection-quality.md for the method and its assumptions.
+    """
+
+    warmup: int = Field(default=1000, ge=2)  # values per key×signal that estimate mean and sd
+    # JSON file of {"signals": {"<signal>" or "<monitor key>/<signal>": {"mean": m, "sd": s}}}
+    # (with "binary": true for a 0/1 signal, whose sd then follows from its mean)
+    # (as written by `stream-monitor backtest`); series it lists skip the warm-up.
+    reference: str | None = None
+    arl0: float = Field(default=100_000, ge=1)  # mean events between false alarms, per key
+    family_size: int = Field(default=10, ge=1)  # series per key sharing that budget
+    shift: float = Field(default=1.0, gt=0)  # mean shift, in sd, to detect fastest
+
+    def calibration(self, where: str) -> Calibration:
+        return Calibration(
+            warmup=self.warmup,
+            arl0=self.arl0,
+            family_size=self.family_size,
+            shift=self.shift,
+            reference=read_reference(self.reference, where) if self.reference else None,
+        )
+
+
+def read_reference(path: str, where: str) -> dict[str, Reference]:
+    """A calibration reference file: per signal (or key/signal), its mean and sd."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        return {
+            name: (float(entry["mean"]), float(entry["sd"]), bool(entry.get("binary", False)))
+            for name, entry in data["signals"].items()
+        }
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read {path}: {exc.strerror}") from exc
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ConfigError(
+            f"{where}: {path} is not a reference file "
+            f'({{"signals": {{name: {{"mean": m, "sd": s}}}}}}): {exc!r}'
+        ) from exc
+
+
 class DetectorSpec(_Strict):
     """A detector rule: a river detector type and any of its constructor parameters."""
 
     type: Literal["adwin", "page_hinkley"]
     params: dict[str, Any] = Field(default_factory=dict)
+    calibrate: CalibrateSpec | None = None
+
+    def rule(self, name: str) -> DetectorRule:
+        calibration = (
+            self.calibrate.calibration(f"detectors.{name}.calibrate.reference")
+            if self.calibrate is not None
+            else None
+        )
+        return DetectorRule(name, self.type, self.params, calibration)
 
 
 class SignalRules(_Strict):
@@ -195,7 +248,7 @@ class Config(_Strict):
     @classmethod
     def _detectors_build(cls, value: dict[str, DetectorSpec]) -> dict[str, DetectorSpec]:
         for name, spec in value.items():
-            DetectorRule(name, spec.type, spec.params)  # raises ConfigError naming the key
+            spec.rule(name)  # raises ConfigError naming the key
         return value
 
     @model_validator(mode="after")
@@ -219,10 +272,7 @@ class Config(_Strict):
         return self
 
     def detector_rules(self) -> dict[str, DetectorRule]:
-        return {
-            name: DetectorRule(name, spec.type, spec.params)
-            for name, spec in self.detectors.items()
-        }
+        return {name: spec.rule(name) for name, spec in self.detectors.items()}
 
     def signing_key(self) -> bytes | None:
         secret = self.state.signing_key

@@ -13,6 +13,7 @@ from typing import Any
 
 from river.drift import ADWIN, PageHinkley
 
+from stream_monitor.core.calibration import Calibration
 from stream_monitor.errors import ConfigError, StateError
 
 DetectorState = dict[str, Any]
@@ -60,10 +61,28 @@ def _load_page_hinkley(detector: PageHinkley, state: DetectorState) -> None:
     detector._drift_detected = bool(state["detected"])
 
 
-class DetectorType:
-    """How to build, dump and load one kind of river detector."""
+def _prime_adwin(detector: ADWIN, n: int) -> None:
+    # ADWIN keeps a window of values: give it one with the warm-up's standardised mean (0) and
+    # variance (1), so a change right after the warm-up has something to be compared with.
+    for i in range(min(n, PRIME_LIMIT)):
+        detector.update(1.0 if i % 2 else -1.0)
 
-    __slots__ = ("cls", "dump", "load", "name")
+
+def _prime_page_hinkley(detector: PageHinkley, n: int) -> None:
+    # Page-Hinkley compares each value with the running mean of its window; the standardised
+    # warm-up has mean 0 by construction, so that is where the running mean starts.
+    detector._x_mean.n = float(n)
+    detector._x_mean._mean = 0.0
+
+
+# ADWIN's window compresses old values anyway; more prime values would only cost time.
+PRIME_LIMIT = 1000
+
+
+class DetectorType:
+    """How to build, dump, load and (for calibration) prime one kind of river detector."""
+
+    __slots__ = ("cls", "dump", "load", "name", "prime")
 
     def __init__(
         self,
@@ -71,11 +90,13 @@ class DetectorType:
         cls: type,
         dump: Callable[[Any], DetectorState],
         load: Callable[[Any, DetectorState], None],
+        prime: Callable[[Any, int], None],
     ) -> None:
         self.name = name
         self.cls = cls
         self.dump = dump
         self.load = load
+        self.prime = prime
 
     def defaults(self) -> dict[str, Any]:
         """River's own defaults, read from the constructor so they never drift from river's."""
@@ -88,19 +109,33 @@ class DetectorType:
 
 
 DETECTOR_TYPES: dict[str, DetectorType] = {
-    "adwin": DetectorType("adwin", ADWIN, _dump_adwin, _load_adwin),
+    "adwin": DetectorType("adwin", ADWIN, _dump_adwin, _load_adwin, _prime_adwin),
     "page_hinkley": DetectorType(
-        "page_hinkley", PageHinkley, _dump_page_hinkley, _load_page_hinkley
+        "page_hinkley", PageHinkley, _dump_page_hinkley, _load_page_hinkley, _prime_page_hinkley
     ),
 }
 
 
+# Parameters a calibrated rule derives itself; setting them as well would be ambiguous.
+CALIBRATED_PARAMS = {"page_hinkley": ("delta", "threshold", "alpha"), "adwin": ()}
+
+
 class DetectorRule:
-    """A named, configured detector: the prototype that every monitored key gets a copy of."""
+    """A named, configured detector: the prototype that every monitored key gets a copy of.
 
-    __slots__ = ("name", "params", "type")
+    A calibrated rule's detectors see standardised values, so its parameters come from the
+    false-alarm budget (see `core.calibration`) instead of from the signal's units.
+    """
 
-    def __init__(self, name: str, type_name: str, params: dict[str, Any] | None = None) -> None:
+    __slots__ = ("calibration", "name", "params", "type")
+
+    def __init__(
+        self,
+        name: str,
+        type_name: str,
+        params: dict[str, Any] | None = None,
+        calibration: Calibration | None = None,
+    ) -> None:
         if type_name not in DETECTOR_TYPES:
             known = ", ".join(sorted(DETECTOR_TYPES))
             raise ConfigError(
@@ -115,8 +150,15 @@ class DetectorRule:
                     f"detectors.{name}.params.{key}: not a parameter of {type_name} "
                     f"(parameters: {', '.join(sorted(merged))})"
                 )
+            if calibration is not None and key in CALIBRATED_PARAMS[type_name]:
+                raise ConfigError(
+                    f"detectors.{name}.params.{key}: set by calibrate; remove it from params"
+                )
             merged[key] = value
-        self.params = merged
+        self.calibration = calibration
+        self.params = (
+            merged if calibration is None else calibration.detector_params(type_name, merged)
+        )
         try:
             self.create()
         except (TypeError, ValueError) as exc:

@@ -14,6 +14,7 @@ import fnmatch
 from typing import Any
 
 from stream_monitor.config import Config, ModelRule
+from stream_monitor.core.calibration import Reference, Scaler
 from stream_monitor.core.detectors import DetectorRule
 
 PERFORMANCE = "performance"
@@ -90,6 +91,8 @@ class Track:
 
     `n`, `total` and `total_sq` cover the values since the detector last reset (river resets a
     detector on the update after it fires), so at a detection they describe its whole window.
+    They stay in the signal's units; with a calibrated rule only the detector sees standardised
+    values, through `scaler`.
     """
 
     __slots__ = (
@@ -98,16 +101,27 @@ class Track:
         "quiet_until",
         "recent",
         "rule",
+        "scaler",
         "seen",
         "total",
         "total_sq",
         "update",
     )
 
-    def __init__(self, rule: DetectorRule, detector: Any = None) -> None:
+    def __init__(
+        self, rule: DetectorRule, detector: Any = None, reference: Reference | None = None
+    ) -> None:
         self.rule = rule
         self.detector = rule.create() if detector is None else detector
-        self.update = self.detector.update
+        calibration = rule.calibration
+        self.scaler: Scaler | None = None
+        if calibration is None:
+            self.update = self.detector.update
+        else:
+            self.scaler = calibration.scaler(
+                self.detector, rule.type.prime, rule.type.name == "page_hinkley", reference
+            )
+            self.update = self.scaler.update
         self.seen = 0  # values this detector has seen for this key, ever
         self.n = 0
         self.total = 0.0
@@ -122,7 +136,7 @@ class Track:
         self.recent = 0.0
 
     def dump(self) -> list[Any]:
-        return [
+        data = [
             self.rule.name,
             self.rule.dump(self.detector),
             self.seen,
@@ -132,6 +146,9 @@ class Track:
             self.recent,
             self.quiet_until,
         ]
+        if self.scaler is not None:
+            data.append(self.scaler.dump())
+        return data
 
     @classmethod
     def load(cls, rule: DetectorRule, data: list[Any]) -> Track:
@@ -139,6 +156,9 @@ class Track:
         track.seen, track.n, track.total, track.total_sq, track.recent, track.quiet_until = data[
             2:8
         ]
+        # State written before the rule was calibrated has no scaler: it starts a fresh warm-up.
+        if track.scaler is not None and len(data) > 8:
+            track.scaler.load(data[8])
         return track
 
     def window_stats(self) -> dict[str, Any]:
@@ -151,6 +171,8 @@ class Track:
             helper = self.detector._helper
             after_n = int(helper.get_width())
             after_total = float(helper.get_total())
+            if self.scaler is not None:
+                after_total = self.scaler.to_raw(after_total, after_n)
         else:
             after_n = min(n, RECENT_SPAN)
             after_total = self.recent * after_n
@@ -266,7 +288,16 @@ class KeyState:
         rules = self.plan.rules_for(kind, name)
         if not rules:
             return None
-        return Signal(kind, name, [Track(rule) for rule in rules])
+        return Signal(
+            kind,
+            name,
+            [
+                Track(rule, reference=rule.calibration.reference_for(self.id, name))
+                if rule.calibration is not None
+                else Track(rule)
+                for rule in rules
+            ],
+        )
 
     def add_feature(self, name: str) -> FeatureSlot:
         slot = FeatureSlot(self.new_signal(DATA_QUALITY, f"missing_rate:{name}"))

@@ -1,0 +1,196 @@
+"""Calibrated detection: the false-alarm budget holds and shifts are found, at every scale."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import statistics
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stream_monitor.config import load_config
+from stream_monitor.core.calibration import (
+    binary_threshold,
+    page_hinkley_threshold,
+    siegmund_arl,
+)
+from stream_monitor.core.events import PREDICTION
+from stream_monitor.core.monitor import Monitor
+from stream_monitor.core.state import StateCodec
+from stream_monitor.errors import ConfigError
+from tests.core.test_state import KEY, through_bytes
+from tests.helpers import ROOT, config, monitor, prediction, records
+
+SCALES = [(0.0, 1.0), (1000.0, 0.001), (-5.0, 1000.0)]
+
+
+def calibrated(detector: str = "page_hinkley", **calibrate: Any) -> Monitor:
+    return monitor(
+        detectors={"c": {"type": detector, "calibrate": calibrate}},
+        signals={"feature": ["c"], "prediction": [], "performance": [], "data_quality": []},
+    )
+
+
+def alert_indices(m: Monitor, values: list[float]) -> list[int]:
+    events = [prediction(i, features={"x": v}) for i, v in enumerate(values)]
+    return [
+        a.event["data"]["observations"] - 1 for a in m.process(records(PREDICTION, events)).alerts
+    ]
+
+
+def gaussian(seed: int, n: int, mean: float, sd: float, shift_at: int | None = None) -> list[float]:
+    rng = random.Random(seed)
+    return [
+        rng.gauss(mean, sd) + (sd if shift_at is not None and i >= shift_at else 0.0)
+        for i in range(n)
+    ]
+
+
+def test_threshold_meets_the_two_sided_safety_adjusted_budget() -> None:
+    threshold = page_hinkley_threshold(1e6, 1.0)
+    assert threshold == pytest.approx(14.0358, abs=1e-3)
+    assert siegmund_arl(threshold, 1.0) == pytest.approx(8e6, rel=1e-6)
+    rule = calibrated().rules["c"]
+    assert rule.params["delta"] == 0.5 and rule.params["alpha"] == 1.0
+    assert rule.params["threshold"] == threshold
+    assert calibrated("adwin", family_size=4).rules["c"].params["delta"] == 0.002 / 4
+
+
+@pytest.mark.parametrize(
+    ("detector", "mean", "sd"),
+    [*(("page_hinkley", mean, sd) for mean, sd in SCALES), ("adwin", 1000.0, 0.001)],
+)
+def test_no_false_alarm_in_1e5_stationary_events(detector: str, mean: float, sd: float) -> None:
+    assert alert_indices(calibrated(detector), gaussian(1, 100_000, mean, sd)) == []
+
+
+def test_family_budget_over_ten_signals_of_one_key() -> None:
+    """Ten features of one key at ten scales: the key as a whole stays within 1 per 1e5 events."""
+    m = calibrated()
+    rng = random.Random(5)
+    events = [
+        prediction(i, features={f"f{j}": rng.gauss(j * 100.0, 10.0**-j) for j in range(10)})
+        for i in range(30_000)
+    ]
+    assert m.process(records(PREDICTION, events)).alerts == []
+
+
+@pytest.mark.parametrize(("mean", "sd"), SCALES)
+def test_one_sigma_shift_found_within_a_median_of_100_events(mean: float, sd: float) -> None:
+    delays = []
+    for seed in range(15):
+        found = [i for i in alert_indices(calibrated(), gaussian(seed, 3000, mean, sd, 2000))]
+        assert found and found[0] >= 2000  # nothing before the shift
+        delays.append(found[0] - 2000)
+    assert statistics.median(delays) <= 100
+
+
+def test_the_same_alerts_whatever_the_units() -> None:
+    values = gaussian(7, 4000, 0.0, 1.0, shift_at=2500)
+    expected = alert_indices(calibrated(), values)
+    assert expected == [2538]
+    for mean, sd in SCALES[1:]:
+        assert alert_indices(calibrated(), [mean + sd * v for v in values]) == expected
+
+
+def test_silent_during_warmup_then_detects() -> None:
+    """The detector starts after the warm-up, primed with it: the step is caught on its second
+    value (river's Page-Hinkley sets its minimum on the first update, so cannot fire on it)."""
+    values = [0.0, 1.0] * 250 + [50.0] * 100
+    assert alert_indices(calibrated(warmup=600), values) == []
+    assert alert_indices(calibrated(warmup=500), values) == [501]
+
+
+def test_binary_signal_without_events_in_warmup_still_gets_a_scale() -> None:
+    values = [0.0] * 1000 + [1.0] * 40
+    # rate (0 + 0.5) / 1001: one event is ~45 sd; the threshold for so rare an event is ~60.
+    m = calibrated()
+    assert alert_indices(m, values) == [1003]
+    threshold = m.keys["m"].features["x"].values.tracks[0].detector.threshold  # type: ignore[union-attr]
+    assert threshold == pytest.approx(binary_threshold(1e6, 1.0, 0.5 / 1001), abs=1e-6)
+
+
+@pytest.mark.parametrize("rate", [0.3, 0.05])
+def test_binary_series_keep_the_budget_and_find_a_one_sigma_step(rate: float) -> None:
+    rng = random.Random(2)
+    stationary = [1.0 if rng.random() < rate else 0.0 for _ in range(50_000)]
+    assert alert_indices(calibrated(), stationary) == []
+    step = rate + math.sqrt(rate * (1 - rate))
+    delays = []
+    for seed in range(9):
+        rng = random.Random(seed)
+        values = [1.0 if rng.random() < (step if i >= 2000 else rate) else 0.0 for i in range(3000)]
+        found = alert_indices(calibrated(), values)
+        assert found and found[0] >= 2000
+        delays.append(found[0] - 2000)
+    assert statistics.median(delays) <= 100
+
+
+def test_reference_file_replaces_the_warmup(tmp_path: Path) -> None:
+    reference = tmp_path / "reference.json"
+    reference.write_text(json.dumps({"signals": {"x": {"mean": 10.0, "sd": 2.0}}}))
+    values = gaussian(3, 400, 10.0, 2.0, shift_at=200)
+    assert alert_indices(calibrated(warmup=1000), values) == []
+    found = alert_indices(calibrated(warmup=1000, reference=str(reference)), values)
+    assert found and 200 <= found[0] < 300
+    # A key-specific entry wins over the signal-wide one.
+    reference.write_text(
+        json.dumps({"signals": {"x": {"mean": 0.0, "sd": 1.0}, "m/x": {"mean": 10.0, "sd": 2.0}}})
+    )
+    assert alert_indices(calibrated(warmup=1000, reference=str(reference)), values) == found
+
+
+def test_config_errors_name_the_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"detectors\.c\.params\.threshold: set by calibrate"):
+        config(
+            detectors={"c": {"type": "page_hinkley", "params": {"threshold": 3}, "calibrate": {}}}
+        )
+    with pytest.raises(ConfigError, match=r"detectors\.c\.calibrate\.reference: cannot read"):
+        config(detectors={"c": {"type": "adwin", "calibrate": {"reference": "/nonexistent"}}})
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"signals": {"x": {"mean": 1}}}')
+    with pytest.raises(ConfigError, match="is not a reference file"):
+        config(detectors={"c": {"type": "adwin", "calibrate": {"reference": str(bad)}}})
+
+
+@pytest.mark.parametrize("cut", [300, 1500, 2600])
+def test_restore_mid_warmup_or_after_gives_identical_alerts(cut: int) -> None:
+    events = [
+        prediction(i, features={"x": v}) for i, v in enumerate(gaussian(9, 4000, 3.0, 0.2, 2500))
+    ]
+    batch = records(PREDICTION, events)
+    uninterrupted = [a.id for a in calibrated(warmup=1000).process(batch).alerts]
+    assert uninterrupted
+    first = calibrated(warmup=1000)
+    before = [a.id for a in first.process(batch[:cut]).alerts]
+    second = calibrated(warmup=1000)
+    second.restore(through_bytes(first.snapshot(), StateCodec(KEY)))
+    after = [a.id for a in second.process(batch[cut:]).alerts]
+    assert before + after == uninterrupted
+
+
+def test_calibrated_example_config_loads_with_every_signal_calibrated() -> None:
+    cfg = load_config(ROOT / "configs" / "calibrated.yaml", environ={})
+    rules = cfg.detector_rules()
+    for kind in ("performance", "prediction", "feature", "data_quality"):
+        names = getattr(cfg.signals, kind)
+        assert names and all(rules[name].calibration is not None for name in names)
+
+
+def test_frequent_binary_events_mirror_rare_ones() -> None:
+    assert binary_threshold(1e6, 1.0, 0.9) == binary_threshold(1e6, 1.0, 0.1)
+    rng = random.Random(4)
+    assert alert_indices(calibrated(), [float(rng.random() < 0.95) for _ in range(20_000)]) == []
+
+
+def test_a_lasting_change_is_reported_once_then_becomes_the_baseline() -> None:
+    """After a detection the series warms up again, so a tripled sd does not alert for ever."""
+    rng = random.Random(6)
+    values = [rng.gauss(0.0, 1.0) for _ in range(3000)] + [
+        rng.gauss(0.0, 3.0) for _ in range(20_000)
+    ]
+    found = alert_indices(calibrated(), values)
+    assert len(found) == 1 and 3000 <= found[0] < 3500
