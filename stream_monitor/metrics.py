@@ -206,13 +206,13 @@ class Metrics:
         )
         self.page_hinkley = Gauge(
             "stream_monitor_page_hinkley_statistic",
-            "Largest Page-Hinkley test statistic over the model's keys (alerts past its threshold).",
+            "Page-Hinkley test statistic of the model's key closest to its threshold (fires past it).",
             labels,
             registry=r,
         )
         self.page_hinkley_threshold = Gauge(
             "stream_monitor_page_hinkley_threshold",
-            "The Page-Hinkley threshold the statistic is compared with.",
+            "The Page-Hinkley threshold that statistic is compared with.",
             labels,
             registry=r,
         )
@@ -309,9 +309,17 @@ class Metrics:
                         if width is not None:
                             widths[labels_of] = max(widths.get(labels_of, 0.0), float(width))
                         statistic = page_hinkley_statistic(detector)
-                        if statistic is not None:
-                            statistics[labels_of] = max(statistics.get(labels_of, 0.0), statistic)
-                            thresholds[labels_of] = float(detector.threshold)
+                        if statistic is None:
+                            continue
+                        # Calibrated rules set thresholds per key: keep the pair of the key
+                        # closest to firing, so statistic / threshold stays meaningful.
+                        threshold = max(float(detector.threshold), 1e-12)
+                        if (
+                            labels_of not in statistics
+                            or statistic / threshold > statistics[labels_of] / thresholds[labels_of]
+                        ):
+                            statistics[labels_of] = statistic
+                            thresholds[labels_of] = threshold
         self.keys.set(keys)
         self.pending.labels("prediction").set(predictions)
         self.pending.labels("label").set(labels)
