@@ -129,7 +129,15 @@ class FaustMonitor:
 
     async def _consume(self, stream: faust.StreamT[bytes]) -> None:
         async for events in stream.noack_take(self.batch_size, within=self.batch_within):
-            await self.process(events)
+            try:
+                await self.process(events)
+            except Exception as exc:
+                # Never ack this batch. A restarted agent would go on past it while Faust's commits
+                # stay stuck below it: stop the worker instead, so a restart replays from the
+                # last commit (Faust exits 1).
+                log.error("batch failed, stopping the worker: %r", exc)
+                await self.app.crash(exc)
+                return
             for event in events:
                 await stream.ack(event)
 
@@ -295,15 +303,21 @@ def run_worker(config: Config, *, codec: StateCodec, loglevel: str = "INFO") -> 
     """
     app = create_app(config)
     monitor = install(app, config, codec=codec, create_topics=False)
+    work(app, loglevel=loglevel)
+    return monitor
+
+
+def work(app: faust.App, *, loglevel: str = "INFO") -> None:
+    """Run a worker for `app` in this (main) thread until SIGTERM/SIGINT; a clean stop returns."""
     worker = faust.Worker(
         app, loglevel=loglevel, override_logging=False, redirect_stdouts=False, quiet=True
     )
+    worker.spinner = None  # a terminal spinner would write control codes into the logs
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:
         if exc.code not in (None, 0):
             raise
-    return monitor
 
 
 def app_from_environment() -> faust.App:

@@ -230,7 +230,10 @@ class ServiceThread:
 class ServiceProcess:
     """Runs `stream-monitor run` as a real process, so it can be killed with SIGKILL."""
 
-    def __init__(self, data: dict[str, Any], folder: Path, name: str = "a") -> None:
+    def __init__(
+        self, data: dict[str, Any], folder: Path, name: str = "a", engine: str = "confluent-kafka"
+    ) -> None:
+        self.engine = engine
         self.path = folder / f"config-{name}-{uuid.uuid4().hex[:6]}.yaml"
         self.path.write_text(yaml.safe_dump(data))
         self.log = folder / f"run-{name}-{uuid.uuid4().hex[:6]}.log"
@@ -239,7 +242,16 @@ class ServiceProcess:
     def start(self) -> ServiceProcess:
         handle = self.log.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "stream_monitor.cli", "run", "--config", str(self.path)],
+            [
+                sys.executable,
+                "-m",
+                "stream_monitor.cli",
+                "run",
+                "--engine",
+                self.engine,
+                "--config",
+                str(self.path),
+            ],
             stdout=handle,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
