@@ -240,22 +240,19 @@ class ServiceProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ServiceProcess:
+        """`engine` "faust -A" runs Faust's own worker command on `stream_monitor.faust_app`."""
         handle = self.log.open("wb")
+        if self.engine == "faust -A":  # the config file comes from STREAM_MONITOR_CONFIG
+            command = [sys.executable, "-m", "faust", "-A", "stream_monitor.faust_app", "worker"]
+        else:
+            command = [sys.executable, "-m", "stream_monitor.cli", "run", "--engine", self.engine]
+            command += ["--config", str(self.path)]
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "stream_monitor.cli",
-                "run",
-                "--engine",
-                self.engine,
-                "--config",
-                str(self.path),
-            ],
+            command,
             stdout=handle,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "STREAM_MONITOR_CONFIG": str(self.path)},
         )
         return self
 

@@ -123,7 +123,8 @@ def test_faust_restart_after_kill_restores_state_and_loses_no_alert(
     publish(producer, names.labels, scenario.labels[:cut_labels])
 
     watcher = OutputWatcher(broker.bootstrap_servers, names.alerts, config.kafka.partitions)
-    first = ServiceProcess(data, tmp_path, unique("first"), engine="faust").start()
+    # The first worker is Faust's own command on the importable app, the second `run --engine`.
+    first = ServiceProcess(data, tmp_path, unique("first"), engine="faust -A").start()
     try:
         watcher.wait_for_first(timeout=60)
     finally:
