@@ -70,7 +70,8 @@ def create_app(config: Config, **settings: Any) -> faust.App:
         "broker_session_timeout": session,
         "broker_heartbeat_interval": max(0.1, session / 5),
         "broker_commit_interval": (kafka.commit_interval or 200) / 1000,
-        # Events held in a batch are not acked yet: waiting for them on stop would never end.
+        # On stop, commit what is acked rather than wait for events held in a batch: they are
+        # not acked until their output is durable, and a restart replays them anyway.
         "stream_wait_empty": False,
         "stream_buffer_maxsize": max(4096, 2 * DEFAULT_BATCH_SIZE),
     }
@@ -281,8 +282,7 @@ def install(
 
     The agent joins the app's consumer group (`app.conf.id`); the monitor's topic names, state
     changelog and alert `source` come from `config`. With `create_topics`, missing topics are
-    created (with the changelog compacted) when the worker starts. Faust's
-    `stream_wait_empty` must be False in that app: see docs/faust.md.
+    created (with the changelog compacted) when the worker starts. See docs/faust.md.
     """
     monitor = FaustMonitor(
         app, config, codec=codec, batch_size=batch_size, batch_within=batch_within
