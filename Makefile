@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint typecheck demo bench bench-quality clean
+.PHONY: install test lint typecheck demo bench bench-quick bench-quality clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,9 +25,12 @@ lint: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/stream-monitor demo
 
+# The suite on one embedded broker; writes benchmarks/results/latest.{json,md} (docs/benchmarks.md).
 bench: $(STAMP)
-	$(BIN)/python benchmarks/core_throughput.py
-	$(BIN)/python benchmarks/run_throughput.py
+	$(BIN)/python benchmarks/suite.py
+
+bench-quick: $(STAMP)
+	$(BIN)/python benchmarks/suite.py --quick
 
 # Detection delay, false positives and misses on drift streams; updates docs/detection-quality.md.
 bench-quality: $(STAMP)

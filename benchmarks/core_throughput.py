@@ -21,6 +21,7 @@ from stream_monitor.config import build_config
 from stream_monitor.core.monitor import Monitor, Record
 
 FEATURES = ("f0", "f1", "f2", "f3")
+BASELINE = "4 bare ADWIN updates/event"
 
 
 def make_events(count: int, keys: int, seed: int = 1) -> list[dict[str, object]]:
@@ -47,14 +48,9 @@ def best_of(runs: int, work: Callable[[], int]) -> float:
     return max(rates)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=200_000)
-    parser.add_argument("--keys", type=int, default=10)
-    parser.add_argument("--runs", type=int, default=3)
-    args = parser.parse_args()
-
-    events = make_events(args.events, args.keys)
+def measure(count: int = 200_000, keys: int = 10, runs: int = 3) -> dict[str, float]:
+    """Best-of-`runs` events/s of each path, on the same pre-built events."""
+    events = make_events(count, keys)
     encoded = [orjson.dumps(event) for event in events]
     records: list[Record] = [
         ("prediction", event, None, "predictions", 0, i) for i, event in enumerate(events)
@@ -99,20 +95,25 @@ def main() -> None:
 
         return work
 
-    results = {
-        "orjson.loads only": best_of(args.runs, decode),
-        "4 bare ADWIN updates/event": best_of(args.runs, adwin_only),
-        "Monitor, 4 feature signals, pre-decoded": best_of(
-            args.runs, monitor(four_signals, records)
-        ),
-        "Monitor, 4 feature signals, from bytes": best_of(
-            args.runs, monitor(four_signals, raw_records)
-        ),
+    return {
+        "orjson.loads only": best_of(runs, decode),
+        BASELINE: best_of(runs, adwin_only),
+        "Monitor, 4 feature signals, pre-decoded": best_of(runs, monitor(four_signals, records)),
+        "Monitor, 4 feature signals, from bytes": best_of(runs, monitor(four_signals, raw_records)),
         "Monitor, default config (10 detectors/event), pre-decoded": best_of(
-            args.runs, monitor(defaults, records)
+            runs, monitor(defaults, records)
         ),
     }
-    baseline = results["4 bare ADWIN updates/event"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--keys", type=int, default=10)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    results = measure(args.events, args.keys, args.runs)
+    baseline = results[BASELINE]
     print(f"{args.events} events, {args.keys} monitor keys, best of {args.runs} runs")
     print(f"{'path':58} {'events/s':>12} {'vs bare ADWIN':>14}")
     for name, rate in results.items():

@@ -1,0 +1,655 @@
+"""The whole benchmark suite in one run on one embedded broker: every figure next to its baseline.
+
+Rows: L (raw confluent-kafka consume + orjson decode), `run` exactly once and at least once as a
+ratio to L, the Faust runtime and our ratio over it, alert latency at half of the measured maximum
+throughput, service RSS with many keys and pending joins (then again after 10x more events with TTL
+expiry), recovery after kill -9, and the core `Monitor` alone. Writes `benchmarks/results/latest.json`
+and `latest.md`, and prints the table.
+
+    python benchmarks/suite.py [--quick] [--no-faust] [--out benchmarks/results]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import functools
+import json
+import logging
+import os
+import platform
+import random
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from stream_monitor.config import build_config
+from stream_monitor.embedded import EmbeddedBroker
+from stream_monitor.kafka.topics import ensure_topics
+from stream_monitor.publish import event_producer, publish
+
+try:  # imported as part of the package (tests), or run as a script from benchmarks/
+    from benchmarks import core_throughput
+    from benchmarks.faust_throughput import SIGNALS, TOPICS, faust_run
+    from benchmarks.run_throughput import raw_consume, service_run, workload
+except ImportError:
+    import core_throughput  # type: ignore[no-redef]
+    from faust_throughput import SIGNALS, TOPICS, faust_run  # type: ignore[no-redef]
+    from run_throughput import raw_consume, service_run, workload  # type: ignore[no-redef]
+
+ROOT = Path(__file__).resolve().parent.parent
+GIB = 1 << 30
+BASE_TIME_MS = 1_767_225_600_000
+SIGNING_KEY = "benchmark-signing-key"
+
+
+@dataclasses.dataclass(frozen=True)
+class Sizes:
+    predictions: int  # throughput workload (plus labels for 80% of them)
+    latency_seconds: float  # paced production time with drifts injected
+    latency_keys: int  # one abrupt shift per key, so each alert has one identifiable cause
+    memory_keys: int
+    memory_pending: int  # pending joins after the first memory phase
+    memory_growth: int  # then this many times more events, with TTL expiry
+    recovery_keys: int
+    core_events: int
+    faust: bool = True
+    session_timeout: str = "6s"  # bounds group joins, and a successor's wait for a dead member
+    settle_seconds: float = 2.5  # for the 1 s gauges (and the allocator) to catch up
+
+
+FULL = Sizes(100_000, 30.0, 150, 10_000, 1_000_000, 10, 10_000, 200_000)
+QUICK = Sizes(20_000, 8.0, 30, 2_000, 50_000, 10, 2_000, 50_000)
+
+
+# --- the service as a real process: RSS, kill -9 and probes are about that process ---------------
+class ServiceProcess:
+    """`stream-monitor run` in its own process, found through the address it logs."""
+
+    def __init__(self, config: dict[str, Any], folder: Path) -> None:
+        self.config_path = folder / f"config-{uuid.uuid4().hex[:6]}.yaml"
+        self.config_path.write_text(yaml.safe_dump(config))
+        self.log_path = folder / f"run-{uuid.uuid4().hex[:6]}.log"
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "stream_monitor.cli",
+                    "run",
+                    "--config",
+                    str(self.config_path),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        self._url: str | None = None
+
+    def url(self, timeout: float = 60) -> str:
+        deadline = time.monotonic() + timeout
+        while self._url is None:
+            found = re.search(
+                r"(http://[\d.]+:\d+)/metrics", self.log_path.read_text(errors="replace")
+            )
+            if found:
+                self._url = found.group(1)
+            elif self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"service did not start:\n{self.log_path.read_text()[-2000:]}")
+            else:
+                time.sleep(0.01)
+        return self._url
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url()}/readyz", timeout=2) as response:
+                return bool(response.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def metric(self, name: str) -> float:
+        """Sum of every sample of `name` (all label values); 0 before the first sample."""
+        try:
+            with urllib.request.urlopen(f"{self.url()}/metrics", timeout=5) as response:
+                text = response.read().decode()
+        except (urllib.error.URLError, OSError):
+            return 0.0
+        pattern = re.compile(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", re.M)
+        return sum(float(value) for value in pattern.findall(text))
+
+    def rss_bytes(self) -> int:
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        found = re.search(r"^VmRSS:\s+(\d+) kB", status, re.M)
+        return int(found.group(1)) * 1024 if found else 0
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> float:
+    """Seconds until `condition` held (polled every 10 ms); raises after `timeout`."""
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.01)
+    return time.monotonic() - started
+
+
+def service_config(bootstrap: str, prefix: str, sizes: Sizes, **sections: Any) -> dict[str, Any]:
+    """A `run` config on fresh topics and group named after `prefix`, metrics on a free port."""
+    run = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    names = ("predictions", "labels", "alerts", "dead_letters")
+    kafka = {
+        "bootstrap_servers": bootstrap,
+        "group_id": run,
+        "instance_id": "bench",
+        "session_timeout": sizes.session_timeout,
+        "topics": {name: f"{run}-{name}" for name in names},
+        **sections.pop("kafka", {}),
+    }
+    return {
+        "kafka": kafka,
+        "signals": SIGNALS,
+        "state": {"signing_key": SIGNING_KEY},
+        # Gauges of keys and pending joins every second, not every 10 s: the phases are short.
+        "metrics": {"port": 0, "state_interval": "1s"},
+        **sections,
+    }
+
+
+def create_topics(config: dict[str, Any]) -> None:
+    built = build_config(config, environ={})
+    ensure_topics(AdminClient({"bootstrap.servers": built.kafka.bootstrap_servers}), built)
+
+
+def produce_all(producer: Producer, topic: str, values: Iterator[tuple[bytes, bytes]]) -> int:
+    """Produce pre-encoded (key, value) pairs as fast as the client takes them."""
+    count = 0
+    for key, value in values:
+        while True:
+            try:
+                producer.produce(topic, key=key, value=value)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        count += 1
+    producer.flush(120)
+    return count
+
+
+def prediction(index: int, keys: int, features: str) -> tuple[bytes, bytes]:
+    """One encoded prediction whose event time advances 1 ms per event (drives TTL expiry)."""
+    model = f"model-{index % keys}"
+    value = (
+        f'{{"prediction_id":"p{index}","model":"{model}","prediction":{index & 1},'
+        f'"timestamp":{BASE_TIME_MS + index},"features":{features}}}'
+    )
+    return model.encode(), value.encode()
+
+
+def feature_pool(size: int = 997, seed: int = 7) -> list[str]:
+    """Stationary feature values, pre-encoded: generating 10M events must not dominate the run."""
+    rng = random.Random(seed)
+    return [
+        orjson.dumps({f"f{k}": rng.gauss(0.0, 1.0) for k in range(4)}).decode() for _ in range(size)
+    ]
+
+
+# --- 1-3: throughput -------------------------------------------------------------------------------
+def measure_throughput(bootstrap: str, sizes: Sizes) -> dict[str, Any]:
+    events, labels = workload(sizes.predictions)
+    total = len(events) + len(labels)
+    seed = build_config({"kafka": {"bootstrap_servers": bootstrap, "topics": TOPICS}}, environ={})
+    ensure_topics(AdminClient({"bootstrap.servers": bootstrap}), seed)
+    producer = event_producer(bootstrap)
+    publish(producer, TOPICS["predictions"], events)
+    publish(producer, TOPICS["labels"], labels)
+    # Best of two: the first read of a topic can include the broker's warm-up.
+    limit = max(
+        raw_consume(bootstrap, list(TOPICS.values()), seed.kafka.partitions, total)
+        for _ in range(2)
+    )
+    return {
+        "events": total,
+        "predictions": len(events),
+        "labels": len(labels),
+        "limit": limit,
+        "exactly_once": service_run(
+            bootstrap, TOPICS, "exactly_once", total, sizes.session_timeout
+        ),
+        "at_least_once": service_run(
+            bootstrap, TOPICS, "at_least_once", total, sizes.session_timeout
+        ),
+    }
+
+
+# --- 4: alert latency ------------------------------------------------------------------------------
+def measure_latency(bootstrap: str, folder: Path, rate: float, sizes: Sizes) -> dict[str, Any]:
+    """Paced production at `rate`; one key at a time gets an abrupt shift of its feature f0.
+
+    Every alert names the input position that triggered it (`source_position`); its latency is
+    from the moment that event was handed to the producer to the moment a `read_committed`
+    consumer received the alert.
+    """
+    config = service_config(bootstrap, "latency", sizes)
+    create_topics(config)
+    topics = config["kafka"]["topics"]
+    service = ServiceProcess(config, folder)
+    sent: dict[tuple[int, int], float] = {}
+    received: list[tuple[float, dict[str, Any]]] = []
+    stop = threading.Event()
+
+    def read_alerts() -> None:
+        consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"latency-reader-{uuid.uuid4().hex[:6]}",
+                "isolation.level": "read_committed",
+                "enable.auto.commit": False,
+            }
+        )
+        consumer.assign([TopicPartition(topics["alerts"], p, 0) for p in range(4)])
+        while not stop.is_set():
+            for message in consumer.consume(100, 0.02):
+                if message.error() is None:
+                    received.append((time.time(), orjson.loads(message.value() or b"{}")))
+        consumer.close()
+
+    def delivered(sent_at: float, error: KafkaError | None, message: Message) -> None:
+        if error is None:
+            sent[(message.partition() or 0, message.offset() or 0)] = sent_at
+
+    reader = threading.Thread(target=read_alerts, daemon=True)
+    reader.start()
+    try:
+        wait_until(service.ready, 60, "the latency service to be ready")
+        producer = event_producer(bootstrap, **{"linger.ms": 5})
+        rng = random.Random(3)
+        tick = 0.01
+        per_tick = max(1, round(rate * tick))
+        warmup = min(3.0, sizes.latency_seconds / 3)
+        shift_every = (sizes.latency_seconds - warmup) / sizes.latency_keys
+        started = time.monotonic()
+        index = 0
+        while (elapsed := time.monotonic() - started) < sizes.latency_seconds:
+            shifted = 0 if elapsed < warmup else 1 + int((elapsed - warmup) / shift_every)
+            now = time.time()
+            for _ in range(per_tick):
+                key = index % sizes.latency_keys
+                features = {f"f{k}": rng.gauss(0.0, 1.0) for k in range(4)}
+                if key < shifted:
+                    features["f0"] += 10.0
+                model = f"model-{key}"
+                value = {
+                    "prediction_id": f"p{index}",
+                    "model": model,
+                    "prediction": rng.random() < 0.5,
+                    "timestamp": BASE_TIME_MS + index,
+                    "features": features,
+                }
+                while True:
+                    try:
+                        producer.produce(
+                            topics["predictions"],
+                            key=model.encode(),
+                            value=orjson.dumps(value),
+                            on_delivery=functools.partial(delivered, now),
+                        )
+                        break
+                    except BufferError:
+                        producer.poll(0.01)
+                index += 1
+            producer.poll(0)
+            pause = started + (index / per_tick) * tick - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+        produced_for = time.monotonic() - started
+        producer.flush(30)
+        time.sleep(sizes.settle_seconds)  # the last alerts: a commit interval, the reader's poll
+    finally:
+        stop.set()
+        reader.join(10)
+        service.stop()
+    latencies = sorted(
+        received_at - sent[(position["partition"], position["offset"])]
+        for received_at, alert in received
+        if (position := alert["data"]["source_position"]) is not None
+        and (position["partition"], position["offset"]) in sent
+    )
+    return {
+        "target_rate": rate,
+        "achieved_rate": index / produced_for,
+        "alerts": len(received),
+        "shifted_keys": sizes.latency_keys,
+        "p50_ms": percentile(latencies, 0.50) * 1000 if latencies else None,
+        "p99_ms": percentile(latencies, 0.99) * 1000 if latencies else None,
+        "max_ms": latencies[-1] * 1000 if latencies else None,
+    }
+
+
+def percentile(ordered: list[float], fraction: float) -> float:
+    """Nearest-rank percentile: with few samples, p99 is the worst one, as it should be."""
+    rank = max(1, -(-len(ordered) * fraction // 1))
+    return ordered[int(rank) - 1]
+
+
+# --- 5: memory ---------------------------------------------------------------------------------------
+def measure_memory(bootstrap: str, folder: Path, sizes: Sizes) -> dict[str, Any]:
+    """RSS of the service with many keys and pending joins, then after 10x more events.
+
+    No labels arrive, so every prediction waits in the join; event time advances 1 ms per event and
+    the TTL spans `memory_pending` events, so from then on each new prediction expires an old one.
+    """
+    pending = sizes.memory_pending
+    config = service_config(
+        bootstrap,
+        "memory",
+        sizes,
+        join={"ttl": pending / 1000, "max_pending_predictions": 2 * pending},
+    )
+    create_topics(config)
+    topic = config["kafka"]["topics"]["predictions"]
+    service = ServiceProcess(config, folder)
+    pool = feature_pool()
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 50, "batch.size": 1 << 20})
+    consumed = "stream_monitor_events_consumed_total"
+    try:
+
+        def events(start: int, stop: int) -> Iterator[tuple[bytes, bytes]]:
+            keys = sizes.memory_keys
+            return (prediction(i, keys, pool[i % len(pool)]) for i in range(start, stop))
+
+        def settled(count: int) -> dict[str, Any]:
+            wait_until(lambda: service.metric(consumed) >= count, 900, f"{count} events")
+            time.sleep(sizes.settle_seconds)
+            return {
+                "events": count,
+                "rss_bytes": service.rss_bytes(),
+                "keys": service.metric("stream_monitor_monitored_keys"),
+                "pending_joins": service.metric("stream_monitor_pending_joins"),
+            }
+
+        produce_all(producer, topic, events(0, pending))
+        steps = [settled(pending)]
+        total = pending * (1 + sizes.memory_growth)
+        for start in range(pending, total, pending):  # in steps, so the broker is not flooded
+            produce_all(producer, topic, events(start, start + pending))
+            if (start // pending) % 2 == 0 or start + pending == total:
+                steps.append(settled(start + pending))
+    finally:
+        service.stop()
+    return {"keys": sizes.memory_keys, "first": steps[0], "after_growth": steps[-1], "steps": steps}
+
+
+# --- 6: recovery -------------------------------------------------------------------------------------
+def measure_recovery(bootstrap: str, folder: Path, sizes: Sizes) -> dict[str, Any]:
+    """kill -9 with `recovery_keys` keys in state; a successor starts at once (same instance id).
+
+    Timed from the kill: ready (/readyz 200: partitions restored) and consuming again (the first
+    of the events produced while it was down is counted by the successor).
+    """
+    keys = sizes.recovery_keys
+    config = service_config(bootstrap, "recovery", sizes)
+    create_topics(config)
+    topic = config["kafka"]["topics"]["predictions"]
+    pool = feature_pool()
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 50})
+    consumed = "stream_monitor_events_consumed_total"
+    keys_gauge = "stream_monitor_monitored_keys"
+    first = ServiceProcess(config, folder)
+    total = 5 * keys
+    try:
+        produce_all(producer, topic, (prediction(i, keys, pool[i % 997]) for i in range(total)))
+        wait_until(lambda: first.metric(consumed) >= total, 300, "the state to build up")
+        wait_until(lambda: first.metric(keys_gauge) >= keys, 30, "the keys gauge")
+        state_keys = first.metric(keys_gauge)
+        time.sleep(sizes.settle_seconds)  # several commit intervals: the state is in the changelog
+    finally:
+        first.kill()
+    killed = time.monotonic()
+    successor = ServiceProcess(config, folder)
+    try:
+        more = (prediction(i, keys, pool[i % 997]) for i in range(total, total + 1000))
+        produce_all(producer, topic, more)
+        wait_until(successor.ready, 120, "the successor to be ready")
+        ready = time.monotonic() - killed
+        wait_until(lambda: successor.metric(consumed) > 0, 120, "the successor to consume")
+        consuming = time.monotonic() - killed
+        restore = successor.metric("stream_monitor_state_restore_duration_seconds_sum")
+    finally:
+        successor.stop()
+    return {
+        "keys_in_state": state_keys,
+        "ready_seconds": ready,
+        "consuming_seconds": consuming,
+        "restore_seconds": restore,
+    }
+
+
+# --- the run, the rows and the table -----------------------------------------------------------------
+def run_suite(sizes: Sizes, folder: Path, bootstrap: str | None = None) -> dict[str, Any]:
+    """Every measurement, in an order where each one's baseline comes first.
+
+    On one embedded broker started here, or on `bootstrap` (the tests' session broker).
+    """
+    logging.getLogger("stream_monitor.librdkafka").setLevel(logging.CRITICAL)
+    figures: dict[str, Any] = {"sizes": dataclasses.asdict(sizes)}
+    started = time.monotonic()
+    with contextlib.ExitStack() as stack:
+        if bootstrap is None:
+            bootstrap = stack.enter_context(EmbeddedBroker()).bootstrap_servers
+        timed = Stopwatch(figures)
+        figures["throughput"] = timed("throughput", measure_throughput, bootstrap, sizes)
+        half = figures["throughput"]["exactly_once"] / 2
+        figures["latency"] = timed("latency", measure_latency, bootstrap, folder, half, sizes)
+        figures["memory"] = timed("memory", measure_memory, bootstrap, folder, sizes)
+        figures["recovery"] = timed("recovery", measure_recovery, bootstrap, folder, sizes)
+        figures["core"] = timed("core", core_throughput.measure, sizes.core_events, 10, 3)
+        # Last: the Faust worker owns this process's signal handlers while it runs.
+        total = figures["throughput"]["events"]
+        figures["faust"] = (
+            timed("faust", faust_run, bootstrap, total, 2000) if sizes.faust else None
+        )
+    figures["seconds"] = time.monotonic() - started
+    figures["machine"] = {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+    figures["rows"] = rows(figures)
+    return figures
+
+
+class Stopwatch:
+    """Runs a phase and notes its wall time under figures["phase_seconds"]."""
+
+    def __init__(self, figures: dict[str, Any]) -> None:
+        self.seconds: dict[str, float] = figures.setdefault("phase_seconds", {})
+
+    def __call__(self, name: str, phase: Callable[..., Any], *args: Any) -> Any:
+        started = time.monotonic()
+        try:
+            return phase(*args)
+        finally:
+            self.seconds[name] = round(time.monotonic() - started, 2)
+
+
+def row(
+    figure: str,
+    value: float | None,
+    unit: str,
+    ratio: float | None = None,
+    baseline: str = "",
+    target: str = "",
+    met: bool | None = None,
+) -> dict[str, Any]:
+    return {
+        "figure": figure,
+        "value": value,
+        "unit": unit,
+        "ratio": ratio,
+        "baseline": baseline,
+        "target": target,
+        "met": met,
+    }
+
+
+def rows(figures: dict[str, Any]) -> list[dict[str, Any]]:
+    throughput = figures["throughput"]
+    limit = throughput["limit"]
+    exactly, least = throughput["exactly_once"], throughput["at_least_once"]
+    result = [
+        row("L: raw consume(10000) + orjson.loads", limit, "events/s", 1.0, "L"),
+        row(
+            "run, exactly once",
+            exactly,
+            "events/s",
+            exactly / limit,
+            "L",
+            ">= 0.30 x L",
+            exactly >= 0.30 * limit,
+        ),
+        row("run, at least once", least, "events/s", least / limit, "L"),
+    ]
+    faust = figures["faust"]
+    if faust is not None:
+        result += [
+            row("Faust runtime (batches of 2000)", faust, "events/s", faust / limit, "L"),
+            row(
+                "run exactly once over Faust",
+                exactly / faust,
+                "x",
+                exactly / faust,
+                "Faust",
+                ">= 30x",
+                exactly / faust >= 30,
+            ),
+        ]
+    latency = figures["latency"]
+    p99 = latency["p99_ms"]
+    rate = f"{latency['achieved_rate']:,.0f} events/s ({latency['alerts']} alerts)"
+    result += [
+        row(f"alert latency p50 at {rate}", latency["p50_ms"], "ms"),
+        row(
+            f"alert latency p99 at {rate}",
+            p99,
+            "ms",
+            target="<= 500 ms",
+            met=None if p99 is None else p99 <= 500,
+        ),
+    ]
+    memory = figures["memory"]
+    first, second = memory["first"], memory["after_growth"]
+    growth = second["rss_bytes"] / first["rss_bytes"] if first["rss_bytes"] else None
+    result += [
+        row(
+            f"RSS, {first['keys']:,.0f} keys + {first['pending_joins']:,.0f} pending joins",
+            first["rss_bytes"] / 2**20,
+            "MiB",
+            target="<= 1 GiB",
+            met=first["rss_bytes"] <= GIB,
+        ),
+        row(
+            f"RSS after {second['events']:,} events with TTL expiry "
+            f"({second['pending_joins']:,.0f} pending)",
+            second["rss_bytes"] / 2**20,
+            "MiB",
+            growth,
+            "RSS before",
+            "flat (<= 1.10x) and <= 1 GiB",
+            growth is not None and growth <= 1.10 and second["rss_bytes"] <= GIB,
+        ),
+    ]
+    recovery = figures["recovery"]
+    keys = f"{recovery['keys_in_state']:,.0f} keys"
+    result += [
+        row(f"recovery after kill -9, {keys}: ready", recovery["ready_seconds"], "s"),
+        row(
+            f"recovery after kill -9, {keys}: consuming again",
+            recovery["consuming_seconds"],
+            "s",
+            target="<= 10 s",
+            met=recovery["consuming_seconds"] <= 10,
+        ),
+    ]
+    core = figures["core"]
+    baseline = core[core_throughput.BASELINE]
+    for name, value in core.items():
+        result.append(row(f"core: {name}", value, "events/s", value / baseline, "bare ADWIN"))
+    return result
+
+
+def markdown(figures: dict[str, Any]) -> str:
+    lines = [
+        "| figure | value | ratio | target | met |",
+        "|---|---:|---:|---|---|",
+    ]
+    for entry in figures["rows"]:
+        value = entry["value"]
+        shown = "n/a" if value is None else f"{value:,.0f} {entry['unit']}"
+        if value is not None and entry["unit"] in ("s", "x"):
+            shown = f"{value:,.2f} {entry['unit']}"
+        ratio = "" if entry["ratio"] is None else f"{entry['ratio']:.3f} x {entry['baseline']}"
+        met = {True: "met", False: "**not met**", None: ""}[entry["met"]]
+        lines.append(f"| {entry['figure']} | {shown} | {ratio} | {entry['target']} | {met} |")
+    machine = figures["machine"]
+    lines.append("")
+    lines.append(
+        f"{machine['cpus']} CPUs, Python {machine['python']}, {machine['platform']}; "
+        f"suite took {figures['seconds']:.0f} s."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, under 2 minutes")
+    parser.add_argument("--no-faust", action="store_true")
+    parser.add_argument("--memory-growth", type=int, help="overrides the 10x of the memory phase")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    sizes = QUICK if args.quick else FULL
+    if args.no_faust:
+        sizes = dataclasses.replace(sizes, faust=False)
+    if args.memory_growth is not None:
+        sizes = dataclasses.replace(sizes, memory_growth=args.memory_growth)
+    with tempfile.TemporaryDirectory(prefix="stream-monitor-bench-") as folder:
+        figures = run_suite(sizes, Path(folder))
+    figures["mode"] = "quick" if args.quick else "full"
+    args.out.mkdir(parents=True, exist_ok=True)
+    table = markdown(figures)
+    (args.out / "latest.json").write_text(json.dumps(figures, indent=2) + "\n")
+    (args.out / "latest.md").write_text(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

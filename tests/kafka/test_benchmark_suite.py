@@ -1,0 +1,58 @@
+"""Smoke test of `make bench-quick`'s code path on a tiny size: it runs and reports every figure.
+
+Nothing about speed is asserted: these machines are shared and noisy, and a benchmark's numbers
+belong in its report, not in a pass/fail gate.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from benchmarks.suite import Sizes, markdown, run_suite
+from stream_monitor.embedded import EmbeddedBroker
+
+pytestmark = pytest.mark.kafka
+
+# Faust is left out: its worker takes over the process's signal handlers, not something to do
+# inside pytest. Its row is covered by tests/kafka/test_faust.py and benchmarks/faust_throughput.py.
+TINY = Sizes(
+    predictions=2000,
+    latency_seconds=2.0,
+    latency_keys=3,
+    memory_keys=50,
+    memory_pending=1000,
+    memory_growth=2,
+    recovery_keys=50,
+    core_events=1000,
+    faust=False,
+    session_timeout="2s",
+    settle_seconds=1.0,
+)
+
+
+def test_suite_reports_every_figure(broker: EmbeddedBroker, tmp_path: Path) -> None:
+    figures = run_suite(TINY, tmp_path, broker.bootstrap_servers)
+
+    assert set(figures) >= {
+        "sizes",
+        "throughput",
+        "latency",
+        "memory",
+        "recovery",
+        "core",
+        "faust",
+        "machine",
+        "rows",
+    }
+    assert set(figures["throughput"]) >= {"limit", "exactly_once", "at_least_once", "events"}
+    assert set(figures["latency"]) >= {"p50_ms", "p99_ms", "alerts", "achieved_rate"}
+    assert set(figures["memory"]["first"]) >= {"rss_bytes", "keys", "pending_joins"}
+    assert figures["memory"]["after_growth"]["events"] == 3000
+    assert set(figures["recovery"]) >= {"ready_seconds", "consuming_seconds", "keys_in_state"}
+    assert all(
+        set(row) == {"figure", "value", "unit", "ratio", "baseline", "target", "met"}
+        for row in figures["rows"]
+    )
+    assert markdown(figures).startswith("| figure | value |")
