@@ -39,6 +39,7 @@ def test_suite_reports_every_figure(broker: EmbeddedBroker, tmp_path: Path) -> N
         "sizes",
         "throughput",
         "latency",
+        "latency_tuned",
         "memory",
         "recovery",
         "core",
