@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint typecheck demo bench bench-quick bench-quality clean
+.PHONY: install test lint typecheck demo bench bench-quick bench-profile bench-quality clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(BIN)/python benchmarks/suite.py --quick
+
+# Where `run` spends its time under load (py-spy samples the service process).
+bench-profile: $(STAMP)
+	$(BIN)/python benchmarks/profile_service.py
 
 # Detection delay, false positives and misses on drift streams; updates docs/detection-quality.md.
 bench-quality: $(STAMP)
