@@ -19,7 +19,7 @@ pytestmark = pytest.mark.kafka
 # inside pytest. Its row is covered by tests/kafka/test_faust.py and benchmarks/faust_throughput.py.
 TINY = Sizes(
     predictions=2000,
-    latency_seconds=2.0,
+    latency_seconds=1.5,
     latency_keys=3,
     memory_keys=50,
     memory_pending=1000,
@@ -27,8 +27,8 @@ TINY = Sizes(
     recovery_keys=50,
     core_events=1000,
     faust=False,
-    session_timeout="2s",
-    settle_seconds=1.0,
+    session_timeout="1500ms",
+    settle_seconds=0.8,
 )
 
 
