@@ -405,12 +405,20 @@ def topics_create(config_path: str | None, bootstrap_servers: str | None) -> Non
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False))
 @click.option("--bootstrap-servers", help="Overrides kafka.bootstrap_servers.")
 @click.option("--instance-id", help="Overrides kafka.instance_id (stable per instance).")
+@click.option(
+    "--engine",
+    type=click.Choice(["confluent-kafka", "faust"]),
+    default="confluent-kafka",
+    show_default=True,
+    help="Runtime: the confluent-kafka service, or a Faust worker (at least once; docs/faust.md).",
+)
 @click.option("--metrics-port", type=int, help="Overrides metrics.port (0: any free port, logged).")
 @click.option("--metrics-host", help="Overrides metrics.host (default 127.0.0.1).")
 def run(
     config_path: str | None,
     bootstrap_servers: str | None,
     instance_id: str | None,
+    engine: str,
     metrics_port: int | None,
     metrics_host: str | None,
 ) -> None:
@@ -437,6 +445,9 @@ def run(
             update={key: value for key, value in overrides.items() if value is not None}
         )
         config = config.model_copy(update={"metrics": metrics})
+    if engine == "faust":
+        _run_faust(config)
+        return
     stop = stop_on_signals(announce=True)
     try:
         service = MonitorService(config, codec=StateCodec(resolve_signing_key(config)), stop=stop)
@@ -464,6 +475,38 @@ def run(
     counters = service.counters
     log.info(
         "stopped cleanly consumed=%d alerts=%d dead_letters=%d commits=%d",
+        counters.consumed,
+        counters.alerts,
+        counters.dead_letters,
+        counters.commits,
+    )
+
+
+def _run_faust(config: Config) -> None:
+    """`run --engine faust`: create the topics, then hand over to a Faust worker."""
+    from confluent_kafka.admin import AdminClient
+
+    from stream_monitor.core.state import StateCodec
+    from stream_monitor.faust_runtime import run_worker
+    from stream_monitor.kafka.settings import admin_settings
+    from stream_monitor.kafka.topics import ensure_topics, wait_for_broker
+    from stream_monitor.statekey import resolve_signing_key
+
+    try:
+        admin = AdminClient(admin_settings(config))
+        wait_for_broker(admin, config)
+        ensure_topics(admin, config)
+        monitor = run_worker(
+            config,
+            codec=StateCodec(resolve_signing_key(config)),
+            loglevel=logging.getLevelName(logging.getLogger().level),
+        )
+    except StreamMonitorError as exc:
+        log.error("stopping: %s", exc)
+        sys.exit(1)
+    counters = monitor.counters
+    log.info(
+        "stopped cleanly consumed=%d alerts=%d dead_letters=%d batches=%d",
         counters.consumed,
         counters.alerts,
         counters.dead_letters,

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from stream_monitor.core.events import EventError
+from stream_monitor.core.monitor import DeadLetter
 
 ORIGINAL_TOPIC = "kafka_dlt-original-topic"
 ORIGINAL_PARTITION = "kafka_dlt-original-partition"
@@ -52,6 +55,23 @@ def headers(
     if truncated:
         result.append((TRUNCATED, b"true"))
     return result
+
+
+def record(dead: DeadLetter, max_bytes: int) -> tuple[str, bytes, list[tuple[str, bytes]]]:
+    """(dead-letter id, value, headers) for one dead letter, shared by every runtime.
+
+    The value is the original bytes (re-encoded when a runtime handed over decoded data), cut to
+    `max_bytes` so one huge record cannot block the topic.
+    """
+    _kind, value, timestamp, topic, partition, offset = dead.record
+    assert topic is not None
+    raw = value if isinstance(value, bytes) else orjson.dumps(value)
+    truncated = len(raw) > max_bytes
+    return (
+        dead_letter_id(topic, partition, offset),
+        raw[:max_bytes] if truncated else raw,
+        headers(dead.error, topic, partition, offset, timestamp, truncated),
+    )
 
 
 def header_dict(raw: Any) -> dict[str, str]:

@@ -491,21 +491,12 @@ class MonitorService:
             )
 
     def _dead_letter(self, dead: DeadLetter, key: bytes | None) -> None:
-        _kind, value, timestamp, topic, partition, offset = dead.record
-        assert topic is not None
-        identity = deadletters.dead_letter_id(topic, partition, offset)
+        identity, value, headers = deadletters.record(dead, self._max_bytes)
         if identity in self._suppressed:
             self.counters.suppressed += 1
             return
-        raw = value if isinstance(value, bytes) else orjson.dumps(value)
-        truncated = len(raw) > self._max_bytes
         self._ensure_transaction()
-        self._produce(
-            self.names.dead_letters,
-            key=key,
-            value=raw[: self._max_bytes] if truncated else raw,
-            headers=deadletters.headers(dead.error, topic, partition, offset, timestamp, truncated),
-        )
+        self._produce(self.names.dead_letters, key=key, value=value, headers=headers)
         self.counters.dead_letters += 1
 
     def _produce(self, topic: str, **kwargs: Any) -> None:

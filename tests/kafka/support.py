@@ -233,8 +233,14 @@ class ServiceProcess:
     """Runs `stream-monitor run` as a real process, so it can be killed with SIGKILL."""
 
     def __init__(
-        self, data: dict[str, Any], folder: Path, name: str = "a", options: tuple[str, ...] = ()
+        self,
+        data: dict[str, Any],
+        folder: Path,
+        name: str = "a",
+        engine: str = "confluent-kafka",
+        options: tuple[str, ...] = (),
     ) -> None:
+        self.engine = engine
         self.options = options  # global options, before `run`: --log-format json, ...
         self.path = folder / f"config-{name}-{uuid.uuid4().hex[:6]}.yaml"
         self.path.write_text(yaml.safe_dump(data))
@@ -242,21 +248,20 @@ class ServiceProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ServiceProcess:
+        """`engine` "faust -A" runs Faust's own worker command on `stream_monitor.faust_app`."""
         handle = self.log.open("wb")
+        if self.engine == "faust -A":  # the config file comes from STREAM_MONITOR_CONFIG
+            command = [sys.executable, "-m", "faust", "-A", "stream_monitor.faust_app", "worker"]
+        else:
+            command = [sys.executable, "-m", "stream_monitor.cli", *self.options, "run"]
+            command += ["--engine", self.engine]
+            command += ["--config", str(self.path)]
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "stream_monitor.cli",
-                *self.options,
-                "run",
-                "--config",
-                str(self.path),
-            ],
+            command,
             stdout=handle,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "STREAM_MONITOR_CONFIG": str(self.path)},
         )
         return self
 

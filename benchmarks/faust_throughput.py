@@ -1,0 +1,139 @@
+"""The Faust runtime's throughput next to the confluent-kafka runtime and the machine's limit.
+
+One run, one broker, the same events (`run_throughput.workload`): L = raw confluent-kafka
+`consume(10000)` + `orjson.loads`; `stream-monitor run` (confluent-kafka) at least once and
+exactly once; then the Faust runtime (`run --engine faust`) in this process. Rates count from the
+first to the last processed event, so group joins and worker start-up are excluded.
+
+    python benchmarks/faust_throughput.py [--predictions 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import threading
+import time
+import uuid
+from typing import Any
+
+from confluent_kafka.admin import AdminClient
+
+from stream_monitor.config import build_config
+from stream_monitor.core.state import StateCodec
+from stream_monitor.embedded import EmbeddedBroker
+from stream_monitor.faust_runtime import create_app, install, work
+from stream_monitor.kafka.topics import ensure_topics
+from stream_monitor.publish import event_producer, publish
+
+try:  # imported as part of a benchmark suite, or run as a script from benchmarks/
+    from benchmarks.run_throughput import MODELS, raw_consume, service_run, workload
+except ImportError:
+    from run_throughput import MODELS, raw_consume, service_run, workload  # type: ignore[no-redef]
+
+TOPICS = {"predictions": "bench-predictions", "labels": "bench-labels"}
+SIGNALS = {
+    "performance": ["adwin"],
+    "prediction": ["adwin"],
+    "feature": ["adwin"],
+    "data_quality": [],
+}
+
+
+def faust_run(bootstrap: str, total: int, batch_size: int) -> float:
+    """Events/s of the Faust runtime. Runs a worker in this (main) thread; SIGTERM stops it."""
+    run = uuid.uuid4().hex[:6]
+    config = build_config(
+        {
+            "kafka": {
+                "bootstrap_servers": bootstrap,
+                "group_id": f"bench-faust-{run}",
+                "session_timeout": "6s",
+                "processing_guarantee": "at_least_once",
+                "topics": {**TOPICS, "alerts": f"alerts-{run}", "dead_letters": f"dlq-{run}"},
+            },
+            "signals": SIGNALS,
+        },
+        environ={},
+    )
+    ensure_topics(AdminClient({"bootstrap.servers": bootstrap}), config)
+    app = create_app(config)
+    monitor = install(
+        app,
+        config,
+        codec=StateCodec(b"benchmark-signing-key"),
+        create_topics=False,
+        batch_size=batch_size,
+    )
+    timing: dict[str, float] = {}
+
+    def watch() -> None:
+        while monitor.counters.processed < total:
+            if "started" not in timing and monitor.counters.processed > 0:
+                timing["started"] = time.perf_counter()
+            time.sleep(0.005)
+        timing["ended"] = time.perf_counter()
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, daemon=True).start()
+    work(app, loglevel="WARNING")
+    return total / (timing["ended"] - timing["started"])
+
+
+def measure(predictions: int = 100_000, faust_batch_size: int = 2000) -> dict[str, Any]:
+    """Every figure of one run, as plain data: events/s per path and its ratio to L."""
+    events, labels = workload(predictions)
+    total = len(events) + len(labels)
+    with EmbeddedBroker() as broker:
+        bootstrap = broker.bootstrap_servers
+        seed = build_config(
+            {"kafka": {"bootstrap_servers": bootstrap, "topics": TOPICS}}, environ={}
+        )
+        ensure_topics(AdminClient({"bootstrap.servers": bootstrap}), seed)
+        producer = event_producer(bootstrap)
+        publish(producer, TOPICS["predictions"], events)
+        publish(producer, TOPICS["labels"], labels)
+        # Best of two: the first read of a topic can include the broker's warm-up.
+        limit = max(
+            raw_consume(bootstrap, list(TOPICS.values()), seed.kafka.partitions, total)
+            for _ in range(2)
+        )
+        rates = {"raw consume(10000) + orjson.loads (L)": limit}
+        for guarantee in ("exactly_once", "at_least_once"):
+            rates[f"run, confluent-kafka, {guarantee}"] = service_run(
+                bootstrap, TOPICS, guarantee, total
+            )
+        rates[f"run --engine faust, batches of {faust_batch_size}"] = faust_run(
+            bootstrap, total, faust_batch_size
+        )
+    return {
+        "predictions": len(events),
+        "labels": len(labels),
+        "models": MODELS,
+        "partitions": seed.kafka.partitions,
+        "events_per_second": rates,
+        "ratio_to_limit": {name: rate / limit for name, rate in rates.items()},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--predictions", type=int, default=100_000)
+    parser.add_argument("--faust-batch-size", type=int, default=2000)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("stream_monitor.librdkafka").setLevel(logging.CRITICAL)
+    figures = measure(args.predictions, args.faust_batch_size)
+    print(
+        f"{figures['predictions']} predictions (4 numeric features) + {figures['labels']} labels, "
+        f"{figures['models']} models, {figures['partitions']} partitions"
+    )
+    print(f"{'path':48} {'events/s':>10} {'x L':>7}")
+    for name, rate in figures["events_per_second"].items():
+        print(f"{name:48} {rate:10,.0f} {figures['ratio_to_limit'][name]:7.3f}")
+
+
+if __name__ == "__main__":
+    main()
