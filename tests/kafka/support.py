@@ -193,7 +193,9 @@ def observation_counts(monitors: dict[int, Monitor]) -> dict[tuple[str, str], in
     for monitor in monitors.values():
         for key, state in monitor.keys.items():
             for signal_ in state.signals():
-                counts[(key, f"{signal_.kind}/{signal_.name}")] = signal_.tracks[0].seen
+                name = (key, f"{signal_.kind}/{signal_.name}")
+                # A key spread over partitions (unkeyed input) has a state in each: add them up.
+                counts[name] = counts.get(name, 0) + signal_.tracks[0].seen
     return counts
 
 
@@ -230,7 +232,10 @@ class ServiceThread:
 class ServiceProcess:
     """Runs `stream-monitor run` as a real process, so it can be killed with SIGKILL."""
 
-    def __init__(self, data: dict[str, Any], folder: Path, name: str = "a") -> None:
+    def __init__(
+        self, data: dict[str, Any], folder: Path, name: str = "a", options: tuple[str, ...] = ()
+    ) -> None:
+        self.options = options  # options of the `stream-monitor` group, e.g. --log-level DEBUG
         self.path = folder / f"config-{name}-{uuid.uuid4().hex[:6]}.yaml"
         self.path.write_text(yaml.safe_dump(data))
         self.log = folder / f"run-{name}-{uuid.uuid4().hex[:6]}.log"
@@ -239,7 +244,15 @@ class ServiceProcess:
     def start(self) -> ServiceProcess:
         handle = self.log.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "stream_monitor.cli", "run", "--config", str(self.path)],
+            [
+                sys.executable,
+                "-m",
+                "stream_monitor.cli",
+                *self.options,
+                "run",
+                "--config",
+                str(self.path),
+            ],
             stdout=handle,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
