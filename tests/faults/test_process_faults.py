@@ -102,11 +102,29 @@ def test_kills_and_rebalances_lose_nothing_and_duplicate_nothing(
     ]
     for other in others:
         other.start()
-    wait_for(lambda: all(_assigned(p) for p in [current, *others]), 120, "three members assigned")
+    members = [current, *others]
+    # Each one's latest assignment is not empty and they add up to the 4 partitions: the
+    # rebalance for three members has completed.
+    wait_for(
+        lambda: (
+            all(_assigned(p) for p in members)
+            and sum(len(_assignments(p)[-1].split(",")) for p in members) == 4
+        ),
+        120,
+        "three members assigned",
+    )
     publish_part(4)
     wait_for(lambda: committed() == sent, 120, "the input at three instances")
+    # One at a time: the embedded broker never completes a rebalance that a member leaves in the
+    # middle of (docs/reliability.md has the reproduction), so the next one leaves after it.
     for other in others:
+        seen = len(_assignments(current))
         assert other.terminate() == 0, other.output()
+        wait_for(
+            lambda seen=seen: len(_assignments(current)) > seen,  # type: ignore[misc]
+            60,
+            "the rebalance after an instance left",
+        )
     publish_part(5)
     try:
         wait_until_consumed(config, names, scenario, 180, "the input back at one instance")

@@ -112,23 +112,22 @@ def test_sasl_and_ssl_settings_reach_every_client(tmp_path: Path) -> None:
 @pytest.mark.kafka
 def test_secrets_stay_out_of_debug_logs(broker: EmbeddedBroker, tmp_path: Path) -> None:
     data = config_data(broker.bootstrap_servers)
+    # Plaintext broker: librdkafka accepts SASL credentials it never needs, so the service starts
+    # and logs its settings, at DEBUG (librdkafka's log lines then pass through too).
     data["kafka"]["client"] = {
-        "security.protocol": "SASL_PLAINTEXT",
-        "sasl.mechanism": "PLAIN",
         "sasl.username": "monitor",
         "sasl.password": "debug-level-secret",
-        "debug": "security,conf,broker",  # librdkafka's own debug output, through our logger
     }
     data["state"]["signing_key"] = "debug-level-signing-key"
     service = ServiceProcess(data, tmp_path, options=("--log-level", "DEBUG")).start()
     try:
         wait_for(
-            lambda: "retrying" in service.output() or "assigned partitions" in service.output(),
+            lambda: "assigned partitions" in service.output(),
             60,
-            "a connection attempt",
+            "partition assignment",
         )
     finally:
-        service.terminate()
+        assert service.terminate() == 0, service.output()
     log = service.output()
     assert "sasl.password=***" in log and "DEBUG" in log
     assert "debug-level-secret" not in log
