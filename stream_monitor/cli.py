@@ -360,20 +360,27 @@ def broker(host: str, port: int) -> None:
     from stream_monitor.embedded import EmbeddedBroker
 
     embedded = EmbeddedBroker(host, port, quiet=False)
+    stopping = threading.Event()
+
+    def stop(signum: int, frame: object) -> None:
+        stopping.set()
+        embedded.terminate()  # the wait() below returns once the broker has exited
+
+    # Before starting: a SIGTERM that comes while the broker starts is a clean stop too.
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     try:
         embedded.start()
     except StreamMonitorError as exc:
+        if stopping.is_set():
+            return
         raise click.ClickException(str(exc)) from exc
-    click.echo(
-        f"broker listening on {embedded.bootstrap_servers} (in memory; Ctrl-C stops it)", err=True
-    )
-
-    def stop(signum: int, frame: object) -> None:
-        embedded.terminate()  # the wait() below returns once the broker has exited
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    embedded.wait()
+    if not stopping.is_set():
+        click.echo(
+            f"broker listening on {embedded.bootstrap_servers} (in memory; Ctrl-C stops it)",
+            err=True,
+        )
+        embedded.wait()
     embedded.stop()
 
 
