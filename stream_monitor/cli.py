@@ -38,6 +38,24 @@ def stop_on_signals(announce: bool = False) -> threading.Event:
     return stop
 
 
+def replay_inputs(command: Callable[..., None]) -> Callable[..., None]:
+    """--config, --predictions and --labels, shared by replay and backtest."""
+    command = click.option(
+        "--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path)
+    )(command)
+    command = click.option(
+        "--predictions",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        required=True,
+    )(command)
+    return click.option(
+        "--config",
+        "config_path",
+        type=click.Path(exists=True, dir_okay=False),
+        help="YAML config.",
+    )(command)
+
+
 def pacing_options(command: Callable[..., None]) -> Callable[..., None]:
     """--events, --rate and --label-delay, shared by demo and simulate."""
     command = click.option(
@@ -85,13 +103,7 @@ def main(log_level: str, log_format: str) -> None:
 
 
 @main.command()
-@click.option(
-    "--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="YAML config."
-)
-@click.option(
-    "--predictions", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True
-)
-@click.option("--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@replay_inputs
 @click.option(
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -537,13 +549,7 @@ def redacted(config: Config) -> dict[str, object]:
 
 
 @main.command()
-@click.option(
-    "--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="YAML config."
-)
-@click.option(
-    "--predictions", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True
-)
-@click.option("--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@replay_inputs
 @click.option(
     "--truth",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
