@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint typecheck demo bench bench-quick bench-profile bench-quality clean
+.PHONY: install test test-faults lint typecheck demo bench bench-quick bench-profile bench-quality clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,7 +15,12 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not slow"
+
+# The whole fault suite (kill -9 rounds, scaling, poison input, broker outage, security), with
+# its figures printed at the end; docs/reliability.md.
+test-faults: $(STAMP)
+	$(BIN)/python -m pytest -q -m faults tests/faults
 
 lint: $(STAMP)
 	$(BIN)/ruff check stream_monitor tests benchmarks

@@ -38,6 +38,24 @@ def stop_on_signals(announce: bool = False) -> threading.Event:
     return stop
 
 
+def replay_inputs(command: Callable[..., None]) -> Callable[..., None]:
+    """--config, --predictions and --labels, shared by replay and backtest."""
+    command = click.option(
+        "--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path)
+    )(command)
+    command = click.option(
+        "--predictions",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        required=True,
+    )(command)
+    return click.option(
+        "--config",
+        "config_path",
+        type=click.Path(exists=True, dir_okay=False),
+        help="YAML config.",
+    )(command)
+
+
 def pacing_options(command: Callable[..., None]) -> Callable[..., None]:
     """--events, --rate and --label-delay, shared by demo and simulate."""
     command = click.option(
@@ -85,13 +103,7 @@ def main(log_level: str, log_format: str) -> None:
 
 
 @main.command()
-@click.option(
-    "--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="YAML config."
-)
-@click.option(
-    "--predictions", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True
-)
-@click.option("--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@replay_inputs
 @click.option(
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -360,20 +372,27 @@ def broker(host: str, port: int) -> None:
     from stream_monitor.embedded import EmbeddedBroker
 
     embedded = EmbeddedBroker(host, port, quiet=False)
+    stopping = threading.Event()
+
+    def stop(signum: int, frame: object) -> None:
+        stopping.set()
+        embedded.terminate()  # the wait() below returns once the broker has exited
+
+    # Before starting: a SIGTERM that comes while the broker starts is a clean stop too.
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     try:
         embedded.start()
     except StreamMonitorError as exc:
+        if stopping.is_set():
+            return
         raise click.ClickException(str(exc)) from exc
-    click.echo(
-        f"broker listening on {embedded.bootstrap_servers} (in memory; Ctrl-C stops it)", err=True
-    )
-
-    def stop(signum: int, frame: object) -> None:
-        embedded.terminate()  # the wait() below returns once the broker has exited
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    embedded.wait()
+    if not stopping.is_set():
+        click.echo(
+            f"broker listening on {embedded.bootstrap_servers} (in memory; Ctrl-C stops it)",
+            err=True,
+        )
+        embedded.wait()
     embedded.stop()
 
 
@@ -405,8 +424,6 @@ def topics_create(config_path: str | None, bootstrap_servers: str | None) -> Non
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False))
 @click.option("--bootstrap-servers", help="Overrides kafka.bootstrap_servers.")
 @click.option("--instance-id", help="Overrides kafka.instance_id (stable per instance).")
-@click.option("--metrics-port", type=int, help="Overrides metrics.port (0: any free port, logged).")
-@click.option("--metrics-host", help="Overrides metrics.host (default 127.0.0.1).")
 @click.option(
     "--engine",
     type=click.Choice(["confluent-kafka", "faust"]),
@@ -414,13 +431,15 @@ def topics_create(config_path: str | None, bootstrap_servers: str | None) -> Non
     show_default=True,
     help="Runtime: the confluent-kafka service, or a Faust worker (at least once; docs/faust.md).",
 )
+@click.option("--metrics-port", type=int, help="Overrides metrics.port (0: any free port, logged).")
+@click.option("--metrics-host", help="Overrides metrics.host (default 127.0.0.1).")
 def run(
     config_path: str | None,
     bootstrap_servers: str | None,
     instance_id: str | None,
+    engine: str,
     metrics_port: int | None,
     metrics_host: str | None,
-    engine: str,
 ) -> None:
     """Run the monitor service on Kafka until SIGTERM/SIGINT."""
 
@@ -530,13 +549,7 @@ def redacted(config: Config) -> dict[str, object]:
 
 
 @main.command()
-@click.option(
-    "--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="YAML config."
-)
-@click.option(
-    "--predictions", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True
-)
-@click.option("--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@replay_inputs
 @click.option(
     "--truth",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),

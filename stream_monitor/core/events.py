@@ -19,6 +19,9 @@ LABEL = "label"
 
 DEFAULT_MAX_EVENT_BYTES = 1_048_576
 MAX_STRING_FIELD = 1024
+# Larger magnitudes are finite but unmonitorable: their squares and sums in the detectors' running
+# statistics overflow to infinity, which the (JSON) state changelog cannot hold.
+MAX_MAGNITUDE = 1e100
 
 
 class EventError(StreamMonitorError):
@@ -218,8 +221,14 @@ def _scalar(obj: dict[str, Any], field: str, *, required: bool) -> Scalar | None
     if kind is float:
         if not math.isfinite(value):
             raise InvalidValue(f"field '{field}' must be finite", field, obj)
+        if not -MAX_MAGNITUDE <= value <= MAX_MAGNITUDE:
+            raise _too_large(field, obj)
         return value  # type: ignore[no-any-return]
-    if kind is int or kind is bool or kind is str:
+    if kind is int:
+        if not -MAX_MAGNITUDE <= value <= MAX_MAGNITUDE:
+            raise _too_large(field, obj)
+        return value  # type: ignore[no-any-return]
+    if kind is bool or kind is str:
         return value  # type: ignore[no-any-return]
     raise WrongType(
         f"field '{field}' must be a number, boolean or string, got {_json_type(value)}", field, obj
@@ -235,7 +244,15 @@ def _optional_number(obj: dict[str, Any], field: str) -> float | None:
         raise WrongType(f"field '{field}' must be a number, got {_json_type(value)}", field, obj)
     if not math.isfinite(value):
         raise InvalidValue(f"field '{field}' must be finite", field, obj)
+    if not -MAX_MAGNITUDE <= value <= MAX_MAGNITUDE:
+        raise _too_large(field, obj)
     return float(value)
+
+
+def _too_large(field: str, obj: dict[str, Any]) -> InvalidValue:
+    return InvalidValue(
+        f"field '{field}' is beyond ±{MAX_MAGNITUDE:g}: too large to monitor", field, obj
+    )
 
 
 def parse_timestamp(

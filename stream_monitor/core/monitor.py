@@ -15,6 +15,7 @@ from stream_monitor.core.alerts import build_alert
 from stream_monitor.core.detectors import DetectorRule
 from stream_monitor.core.events import (
     LABEL,
+    MAX_MAGNITUDE,
     PREDICTION,
     EventError,
     Label,
@@ -257,7 +258,8 @@ class Monitor:
         kind = type(raw)
         if kind is float or kind is int:
             value = float(raw)
-            if value - value != 0.0:  # inf or NaN: a data quality problem, not a value
+            # inf, NaN or too large for running statistics: a data quality problem, not a value
+            if value - value != 0.0 or not -MAX_MAGNITUDE <= value <= MAX_MAGNITUDE:
                 if slot.missing is not None:
                     self._observe(state, slot.missing, 1.0)
                 return

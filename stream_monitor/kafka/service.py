@@ -152,6 +152,8 @@ class MonitorService:
             partitions=lambda: float(len(self.tasks)),
             progress=lambda: time.time() - (time.monotonic() - self.last_progress),
         )
+        self._producer_config: dict[str, Any] = {}
+        self._message_room = 1_000_000 - 65_536
 
     # --- lifecycle ---------------------------------------------------------------------------
     def run(self) -> None:
@@ -207,9 +209,16 @@ class MonitorService:
         )
         log.info("producer settings: %s", describe(producer_config))
         log.info("consumer settings: %s", describe(consumer_config))
-        self._producer = self._producer_factory(producer_config)
+        self._producer_config = producer_config
+        # A dead letter keeps as much of the original as the producer can send (with headroom for
+        # key and headers): oversized input must not make producing its dead letter fail too.
+        self._message_room = int(producer_config.get("message.max.bytes", 1_000_000)) - 65_536
+        self._producer = self._new_producer()
+        self._consumer = self._consumer_factory(consumer_config)
+
+    def _new_producer(self) -> Producer:
+        producer = self._producer_factory(self._producer_config)
         if self.exactly_once:
-            producer = self._producer
             with_retry(
                 "initialise transactions",
                 lambda: producer.init_transactions(30),
@@ -218,7 +227,7 @@ class MonitorService:
                     self.kafka.on_broker_down, self.kafka.broker_down_timeout
                 ),
             )
-        self._consumer = self._consumer_factory(consumer_config)
+        return producer
 
     def _give_up(self, since: float) -> bool:
         limit = give_up_after(self.kafka.on_broker_down, self.kafka.broker_down_timeout)
@@ -491,7 +500,9 @@ class MonitorService:
             )
 
     def _dead_letter(self, dead: DeadLetter, key: bytes | None) -> None:
-        identity, value, headers = deadletters.record(dead, self._max_bytes)
+        # Cut to what the producer can send with the headers and key, or produce() would fail.
+        room = max(0, min(self._max_bytes, self._message_room - len(key or b"")))
+        identity, value, headers = deadletters.record(dead, room)
         if identity in self._suppressed:
             self.counters.suppressed += 1
             return
@@ -580,6 +591,7 @@ class MonitorService:
             return
         except KafkaRuntimeError as exc:
             log.error("commit failed: %s; rewinding to the last commit", exc)
+            self._renew_producer("records stayed undelivered")
             self._rewind()
             return
         self.counters.commits += 1
@@ -604,12 +616,30 @@ class MonitorService:
         log.warning("commit failed (%s); aborting and rewinding to the last commit", error.str())
         self._rewind()
 
+    def _renew_producer(self, why: str) -> None:
+        """Replace a producer that cannot deliver or abort any more, dropping what it holds.
+
+        A producer whose broker forgot its producer id (a broker restarted without its data)
+        retries its records forever, or cannot abort its transaction; a new producer (with the
+        same transactional.id, re-initialised) gets a new id and works again. Its dropped records
+        were never committed: the rewind that follows processes their input again.
+        """
+        producer = self._producer
+        if producer is None:
+            return
+        producer.purge()
+        producer.flush(0)
+        self._producer = self._new_producer()
+        log.warning("replaced the producer: %s", why)
+
     def _abort(self) -> None:
         if self._in_transaction and self._producer is not None:
             try:
                 self._producer.abort_transaction(30)
             except KafkaException as exc:
                 log.warning("abort failed: %s", exc.args[0].str())
+                self._in_transaction = False
+                self._renew_producer("its transaction could not be aborted")
         self._in_transaction = False
 
     def _rewind(self) -> None:

@@ -143,6 +143,8 @@ def test_kafka_timestamp_is_the_fallback_and_event_time_wins() -> None:
             "must be a string, got number",
         ),
         ({**GOOD, "model": "m" * 2000}, "invalid_value", "model", "longer than 1024"),
+        ({**GOOD, "prediction": 1e308}, "invalid_value", "prediction", "beyond ±1e+100"),
+        ({**GOOD, "score": -1e101}, "invalid_value", "score", "too large to monitor"),
     ],
 )
 def test_invalid_predictions(raw: Any, reason: str, field: str | None, message: str) -> None:

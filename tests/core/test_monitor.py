@@ -73,11 +73,15 @@ def test_non_finite_feature_counts_as_missing() -> None:
     m.process(
         records(
             PREDICTION,
-            [prediction(0, features={"a": float("inf")}), prediction(1, features={"a": 1.0})],
+            [
+                prediction(0, features={"a": float("inf")}),
+                prediction(1, features={"a": 1.0}),
+                prediction(2, features={"a": -1e300}),  # its square would overflow the statistics
+            ],
         )
     )
     missing = m.keys["m"].features["a"].missing.tracks[0]  # type: ignore[union-attr]
-    assert (missing.n, missing.total) == (2, 1.0)
+    assert (missing.n, missing.total) == (3, 2.0)
     assert m.keys["m"].features["a"].values.tracks[0].seen == 1  # type: ignore[union-attr]
 
 

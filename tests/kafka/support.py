@@ -195,7 +195,9 @@ def observation_counts(monitors: dict[int, Monitor]) -> dict[tuple[str, str], in
     for monitor in monitors.values():
         for key, state in monitor.keys.items():
             for signal_ in state.signals():
-                counts[(key, f"{signal_.kind}/{signal_.name}")] = signal_.tracks[0].seen
+                name = (key, f"{signal_.kind}/{signal_.name}")
+                # A key spread over partitions (unkeyed input) has a state in each: add them up.
+                counts[name] = counts.get(name, 0) + signal_.tracks[0].seen
     return counts
 
 
@@ -237,11 +239,11 @@ class ServiceProcess:
         data: dict[str, Any],
         folder: Path,
         name: str = "a",
-        options: tuple[str, ...] = (),
         engine: str = "confluent-kafka",
+        options: tuple[str, ...] = (),
     ) -> None:
-        self.options = options  # global options, before `run`: --log-format json, ...
         self.engine = engine
+        self.options = options  # options of the `stream-monitor` group, e.g. --log-level DEBUG
         self.path = folder / f"config-{name}-{uuid.uuid4().hex[:6]}.yaml"
         self.path.write_text(yaml.safe_dump(data))
         self.log = folder / f"run-{name}-{uuid.uuid4().hex[:6]}.log"
@@ -254,7 +256,8 @@ class ServiceProcess:
             command = [sys.executable, "-m", "faust", "-A", "stream_monitor.faust_app", "worker"]
         else:
             command = [sys.executable, "-m", "stream_monitor.cli", *self.options, "run"]
-            command += ["--engine", self.engine, "--config", str(self.path)]
+            command += ["--engine", self.engine]
+            command += ["--config", str(self.path)]
         self.process = subprocess.Popen(
             command,
             stdout=handle,
