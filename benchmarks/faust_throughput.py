@@ -82,24 +82,31 @@ def faust_run(bootstrap: str, total: int, batch_size: int) -> float:
     return total / (timing["ended"] - timing["started"])
 
 
+def publish_and_measure_limit(
+    bootstrap: str, predictions: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int, int | float]:
+    """Publish the workload to TOPICS; (predictions, labels, partitions, L in events/s)."""
+    events, labels = workload(predictions)
+    seed = build_config({"kafka": {"bootstrap_servers": bootstrap, "topics": TOPICS}}, environ={})
+    ensure_topics(AdminClient({"bootstrap.servers": bootstrap}), seed)
+    producer = event_producer(bootstrap)
+    publish(producer, TOPICS["predictions"], events)
+    publish(producer, TOPICS["labels"], labels)
+    total = len(events) + len(labels)
+    # Best of two: the first read of a topic can include the broker's warm-up.
+    limit = max(
+        raw_consume(bootstrap, list(TOPICS.values()), seed.kafka.partitions, total)
+        for _ in range(2)
+    )
+    return events, labels, seed.kafka.partitions, limit
+
+
 def measure(predictions: int = 100_000, faust_batch_size: int = 2000) -> dict[str, Any]:
     """Every figure of one run, as plain data: events/s per path and its ratio to L."""
-    events, labels = workload(predictions)
-    total = len(events) + len(labels)
     with EmbeddedBroker() as broker:
         bootstrap = broker.bootstrap_servers
-        seed = build_config(
-            {"kafka": {"bootstrap_servers": bootstrap, "topics": TOPICS}}, environ={}
-        )
-        ensure_topics(AdminClient({"bootstrap.servers": bootstrap}), seed)
-        producer = event_producer(bootstrap)
-        publish(producer, TOPICS["predictions"], events)
-        publish(producer, TOPICS["labels"], labels)
-        # Best of two: the first read of a topic can include the broker's warm-up.
-        limit = max(
-            raw_consume(bootstrap, list(TOPICS.values()), seed.kafka.partitions, total)
-            for _ in range(2)
-        )
+        events, labels, partitions, limit = publish_and_measure_limit(bootstrap, predictions)
+        total = len(events) + len(labels)
         rates = {"raw consume(10000) + orjson.loads (L)": limit}
         for guarantee in ("exactly_once", "at_least_once"):
             rates[f"run, confluent-kafka, {guarantee}"] = service_run(
@@ -112,7 +119,7 @@ def measure(predictions: int = 100_000, faust_batch_size: int = 2000) -> dict[st
         "predictions": len(events),
         "labels": len(labels),
         "models": MODELS,
-        "partitions": seed.kafka.partitions,
+        "partitions": partitions,
         "events_per_second": rates,
         "ratio_to_limit": {name: rate / limit for name, rate in rates.items()},
     }

@@ -42,16 +42,21 @@ from confluent_kafka.admin import AdminClient
 from stream_monitor.config import build_config
 from stream_monitor.embedded import EmbeddedBroker
 from stream_monitor.kafka.topics import ensure_topics
-from stream_monitor.publish import event_producer, publish
+from stream_monitor.publish import event_producer
 
 try:  # imported as part of the package (tests), or run as a script from benchmarks/
     from benchmarks import core_throughput
-    from benchmarks.faust_throughput import SIGNALS, TOPICS, faust_run
-    from benchmarks.run_throughput import raw_consume, service_run, workload
+    from benchmarks.faust_throughput import SIGNALS, TOPICS, faust_run, publish_and_measure_limit
+    from benchmarks.run_throughput import service_run
 except ImportError:
     import core_throughput  # type: ignore[no-redef]
-    from faust_throughput import SIGNALS, TOPICS, faust_run  # type: ignore[no-redef]
-    from run_throughput import raw_consume, service_run, workload  # type: ignore[no-redef]
+    from faust_throughput import (  # type: ignore[no-redef]
+        SIGNALS,
+        TOPICS,
+        faust_run,
+        publish_and_measure_limit,
+    )
+    from run_throughput import service_run  # type: ignore[no-redef]
 
 ROOT = Path(__file__).resolve().parent.parent
 GIB = 1 << 30
@@ -242,18 +247,8 @@ def feature_pool(size: int = 997, seed: int = 7) -> list[str]:
 
 # --- 1-3: throughput -------------------------------------------------------------------------------
 def measure_throughput(bootstrap: str, sizes: Sizes) -> dict[str, Any]:
-    events, labels = workload(sizes.predictions)
+    events, labels, _, limit = publish_and_measure_limit(bootstrap, sizes.predictions)
     total = len(events) + len(labels)
-    seed = build_config({"kafka": {"bootstrap_servers": bootstrap, "topics": TOPICS}}, environ={})
-    ensure_topics(AdminClient({"bootstrap.servers": bootstrap}), seed)
-    producer = event_producer(bootstrap)
-    publish(producer, TOPICS["predictions"], events)
-    publish(producer, TOPICS["labels"], labels)
-    # Best of two: the first read of a topic can include the broker's warm-up.
-    limit = max(
-        raw_consume(bootstrap, list(TOPICS.values()), seed.kafka.partitions, total)
-        for _ in range(2)
-    )
     return {
         "events": total,
         "predictions": len(events),
