@@ -65,7 +65,15 @@ class LabelCap:
 class MonitorTally:
     """How much of one Monitor's cumulative counters has already been reported."""
 
-    __slots__ = ("delay_buckets", "delay_sum_ms", "detector_updates", "invalid", "join", "quiet")
+    __slots__ = (
+        "delay_buckets",
+        "delay_count",
+        "delay_sum_ms",
+        "detector_updates",
+        "invalid",
+        "join",
+        "quiet",
+    )
 
     def __init__(self) -> None:
         self.invalid: dict[str, int] = {}
@@ -73,6 +81,7 @@ class MonitorTally:
         self.quiet = 0
         self.join: dict[str, int] = {}
         self.delay_buckets = [0] * (len(LABEL_DELAY_BUCKETS) + 1)
+        self.delay_count = 0
         self.delay_sum_ms = 0
 
 
@@ -273,13 +282,14 @@ class Metrics:
             if count > before:
                 self.joins.labels(outcome).inc(count - before)
                 tally.join[name] = count
-        if join.delay_sum_ms != tally.delay_sum_ms or join.delay_count:
+        if join.delay_count != tally.delay_count:  # new joins since the last report
             buckets = self.label_delay.buckets
             for index, count in enumerate(join.delay_buckets):
                 buckets[index] += count - tally.delay_buckets[index]
             tally.delay_buckets = list(join.delay_buckets)
             self.label_delay.sum_seconds += (join.delay_sum_ms - tally.delay_sum_ms) / 1000
             tally.delay_sum_ms = join.delay_sum_ms
+            tally.delay_count = join.delay_count
 
     def count_alert(self, event: dict[str, Any]) -> None:
         data = event["data"]
