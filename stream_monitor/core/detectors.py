@@ -25,14 +25,16 @@ def _dump_adwin(detector: ADWIN) -> DetectorState:
     return {
         "detected": detector._drift_detected,
         "helper_args": list(args[1:]),
-        "helper": base64.b64encode(payload).decode("ascii"),
+        "helper": bytes(payload),
     }
 
 
 def _load_adwin(detector: ADWIN, state: DetectorState) -> None:
     helper_cls = type(detector._helper)
     helper = helper_cls.__new__(helper_cls, *state["helper_args"])
-    helper.__setstate__(base64.b64decode(state["helper"]))
+    window = state["helper"]
+    # bytes in SM2 records; base64 text in SM1 records (written before SM2 existed)
+    helper.__setstate__(window if type(window) is bytes else base64.b64decode(window))
     detector._helper = helper
     detector._drift_detected = bool(state["detected"])
 

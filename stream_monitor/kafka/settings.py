@@ -85,6 +85,10 @@ def producer_settings(config: Config, **overrides: Any) -> dict[str, Any]:
             "partitioner": "murmur2_random",
             "linger.ms": 5,
             "compression.type": "lz4",
+            # A checkpoint with many keys produces tens of MB of state faster than the broker
+            # takes it; librdkafka's default queue (1 GB) would hold it all in this process.
+            # When the queue is full, produce waits for deliveries instead.
+            "queue.buffering.max.kbytes": 65_536,
         }
     )
     if kafka.processing_guarantee == "exactly_once":

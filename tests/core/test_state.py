@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+
+import orjson
 import pytest
 
 from stream_monitor.core.events import LABEL, PREDICTION
@@ -134,3 +139,47 @@ def test_corrupt_but_signed_detector_state_is_a_state_error_not_a_crash() -> Non
         Monitor(config()).restore(items.items())
     with pytest.raises(StateError, match="not understood"):
         Monitor(config()).restore([("k:m", {"model": "m"})])
+
+
+def adwin_state() -> dict:
+    m = Monitor(config())
+    m.process(
+        records(PREDICTION, [prediction(i, features={"x": float(i % 7)}) for i in range(500)])
+    )
+    return m.snapshot()["k:m"]
+
+
+def test_state_with_detector_windows_is_framed_and_round_trips() -> None:
+    codec = StateCodec(KEY)
+    state = adwin_state()
+    blob = codec.encode(state)
+    assert blob[:3] == b"SM2"
+    assert codec.decode(blob) == state
+    as_text = orjson.dumps(state, default=lambda b: base64.b64encode(b).decode())
+    assert len(blob) < 0.9 * len(as_text)
+    # small records without bytes keep the plain format
+    assert codec.encode(["p", 1, 0.5, 7])[:3] == b"SM1"
+    tampered = blob[:-1] + bytes((blob[-1] ^ 1,))
+    with pytest.raises(StateError, match="signature does not match"):
+        codec.decode(tampered)
+
+
+def test_state_written_in_the_sm1_format_still_restores() -> None:
+    """SM1 records (ADWIN windows as base64 text) were written before SM2 existed."""
+    codec = StateCodec(KEY)
+    state = adwin_state()
+
+    def as_base64(value: object) -> object:
+        if isinstance(value, bytes):
+            return base64.b64encode(value).decode("ascii")
+        if isinstance(value, list):
+            return [as_base64(item) for item in value]
+        if isinstance(value, dict):
+            return {k: as_base64(v) for k, v in value.items()}
+        return value
+
+    payload = orjson.dumps(as_base64(state))
+    old = b"SM1" + hmac.digest(KEY, payload, hashlib.sha256) + payload
+    restored = Monitor(config())
+    restored.restore([("k:m", codec.decode(old))])
+    assert restored.snapshot()["k:m"] == state
