@@ -411,6 +411,7 @@ def measure_memory(bootstrap: str, folder: Path, sizes: Sizes) -> dict[str, Any]
     pool = feature_pool()
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 50, "batch.size": 1 << 20})
     consumed = "stream_monitor_events_consumed_total"
+    commit = "stream_monitor_commit_duration_seconds"
     try:
 
         def events(start: int, stop: int) -> Iterator[tuple[bytes, bytes]]:
@@ -419,13 +420,19 @@ def measure_memory(bootstrap: str, folder: Path, sizes: Sizes) -> dict[str, Any]
 
         def settled(count: int) -> dict[str, Any]:
             wait_until(lambda: service.metric(consumed) >= count, 900, f"{count} events", 0.25)
+            seconds = time.monotonic() - started
             time.sleep(sizes.settle_seconds)
             return {
                 "events": count,
+                "seconds": seconds,  # since the first event was produced
                 "rss_bytes": service.rss_bytes(),
                 "keys": service.metric("stream_monitor_monitored_keys"),
                 "pending_joins": service.metric("stream_monitor_pending_joins"),
+                "commits": service.metric(f"{commit}_count"),
+                "commit_seconds": service.metric(f"{commit}_sum"),
             }
+
+        started = time.monotonic()
 
         produce_all(producer, topic, events(0, pending))
         steps = [settled(pending)]
@@ -701,12 +708,35 @@ def markdown(figures: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def memory_steps(memory: dict[str, Any]) -> str:
+    """The memory phase step by step: whether RSS levels off, and what the checkpoints cost."""
+    lines = [
+        "| events consumed | RSS MiB | pending joins | keys | events/s in step | commits in step "
+        "| mean commit s |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    previous: dict[str, Any] = {"events": 0, "seconds": 0.0, "commits": 0.0, "commit_seconds": 0.0}
+    for step in memory["steps"]:
+        commits = step["commits"] - previous["commits"]
+        rate = (step["events"] - previous["events"]) / (step["seconds"] - previous["seconds"])
+        mean = (step["commit_seconds"] - previous["commit_seconds"]) / commits if commits else 0.0
+        lines.append(
+            f"| {step['events']:,} | {step['rss_bytes'] / 2**20:.0f} | {step['pending_joins']:,.0f} "
+            f"| {step['keys']:,.0f} | {rate:,.0f} | {commits:.0f} | {mean:.2f} |"
+        )
+        previous = step
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes, under 2 minutes")
     parser.add_argument("--no-faust", action="store_true")
     parser.add_argument("--memory-growth", type=int, help="overrides the 10x of the memory phase")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument(
+        "--only-memory", action="store_true", help="only the memory phase; prints its steps"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     sizes = QUICK if args.quick else FULL
@@ -714,6 +744,14 @@ def main() -> None:
         sizes = dataclasses.replace(sizes, faust=False)
     if args.memory_growth is not None:
         sizes = dataclasses.replace(sizes, memory_growth=args.memory_growth)
+    if args.only_memory:
+        with (
+            tempfile.TemporaryDirectory(prefix="stream-monitor-bench-") as folder,
+            EmbeddedBroker() as broker,
+        ):
+            memory = measure_memory(broker.bootstrap_servers, Path(folder), sizes)
+        print(memory_steps(memory))
+        return
     with tempfile.TemporaryDirectory(prefix="stream-monitor-bench-") as folder:
         figures = run_suite(sizes, Path(folder))
     figures["mode"] = "quick" if args.quick else "full"
