@@ -172,8 +172,8 @@ class MonitorService:
             self.kafka.processing_guarantee,
             self.kafka.partitioning,
         )
-        timeout = (self.kafka.poll_timeout or 100) / 1000
-        interval = (self.kafka.commit_interval or 200) / 1000
+        timeout = (self.kafka.poll_timeout or 20) / 1000
+        interval = (self.kafka.commit_interval or 100) / 1000
         state_interval = (self.config.metrics.state_interval or 10_000) / 1000
         self.looping = True
         try:
