@@ -200,6 +200,8 @@ class KafkaConfig(_Strict):
     # (Kafka Streams uses the same default under exactly-once).
     commit_interval: DurationMs = Field(default=100)
     commit_max_events: int = Field(default=10_000, ge=1)
+    # Exactly once: commit right after a batch that published an alert, not at the next interval.
+    commit_on_alert: bool = True
     batch_size: int = Field(default=5_000, ge=1)
     # consume() waits this long for a full batch: it bounds how long a quiet stream is held back.
     poll_timeout: DurationMs = Field(default=20)
