@@ -6,6 +6,7 @@ frame or anything it called) and self (the frame itself). The /metrics endpoint 
 every 0.5 s, so the profiler sees the service, not the benchmark.
 
     python benchmarks/profile_service.py [--predictions 200000] [--guarantee at_least_once]
+    python benchmarks/profile_service.py --engine faust   # the Faust runtime, for --seconds
 """
 
 from __future__ import annotations
@@ -57,6 +58,10 @@ def main() -> None:
     parser.add_argument("--predictions", type=int, default=200_000)
     parser.add_argument("--guarantee", default="exactly_once")
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--engine", choices=["confluent-kafka", "faust"], default="confluent-kafka")
+    parser.add_argument(
+        "--seconds", type=int, default=25, help="Faust serves no metrics: record this long"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
@@ -73,24 +78,32 @@ def main() -> None:
         producer = event_producer(broker.bootstrap_servers)
         publish(producer, config["kafka"]["topics"]["predictions"], events)
         publish(producer, config["kafka"]["topics"]["labels"], labels)
-        service = ServiceProcess(config, Path(folder))
+        faust = args.engine == "faust"
+        service = ServiceProcess(config, Path(folder), ["--engine", args.engine])
         raw = Path(folder) / "profile.txt"
         try:
-            service.url()
             options = ["--format", "raw", "--rate", "200", "--nonblocking", "--output", str(raw)]
+            if faust:  # the worker's start-up is a small part of the samples
+                options += ["--duration", str(args.seconds)]
+            else:
+                service.url()
             recorder = subprocess.Popen(
                 [spy, "record", "--pid", str(service.process.pid), *options],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
-            consumed = "stream_monitor_events_consumed_total"
-            wait_until(lambda: service.metric(consumed) >= total, 600, "every event", 0.5)
-            recorder.send_signal(signal.SIGINT)
-            recorder.wait(60)
+            if faust:
+                recorder.wait(args.seconds + 60)
+            else:
+                consumed = "stream_monitor_events_consumed_total"
+                wait_until(lambda: service.metric(consumed) >= total, 600, "every event", 0.5)
+                recorder.send_signal(signal.SIGINT)
+                recorder.wait(60)
         finally:
             service.stop()
         samples, inclusive, itself = shares(raw)
-    print(f"{total} events, {args.guarantee}, {samples} samples (all threads)")
+    guarantee = "at_least_once (Faust)" if faust else args.guarantee
+    print(f"{total} events, {args.engine}, {guarantee}, {samples} samples (all threads)")
     print(f"{'inclusive':>9} {'self':>6}  frame")
     for frame, count in inclusive.most_common(args.top):
         print(f"{count / samples:9.1%} {itself[frame] / samples:6.1%}  {frame}")

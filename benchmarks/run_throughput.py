@@ -89,6 +89,7 @@ def service_run(
     guarantee: str,
     total: int,
     session_timeout: str = "6s",
+    kafka: dict[str, Any] | None = None,
 ) -> float:
     run = uuid.uuid4().hex[:6]
     config = build_config(
@@ -100,6 +101,7 @@ def service_run(
                 "session_timeout": session_timeout,
                 "processing_guarantee": guarantee,
                 "topics": {**topics, "alerts": f"alerts-{run}", "dead_letters": f"dlq-{run}"},
+                **(kafka or {}),
             },
             "signals": {
                 "performance": ["adwin"],

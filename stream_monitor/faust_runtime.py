@@ -69,7 +69,7 @@ def create_app(config: Config, **settings: Any) -> faust.App:
         "topic_partitions": kafka.partitions,
         "broker_session_timeout": session,
         "broker_heartbeat_interval": max(0.1, session / 5),
-        "broker_commit_interval": (kafka.commit_interval or 200) / 1000,
+        "broker_commit_interval": (kafka.commit_interval or 100) / 1000,
         # On stop, commit what is acked rather than wait for events held in a batch: they are
         # not acked until their output is durable, and a restart replays them anyway.
         "stream_wait_empty": False,

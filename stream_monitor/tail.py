@@ -45,6 +45,8 @@ def messages(options: TailOptions) -> Iterator[Message]:
             "enable.auto.commit": False,
             "enable.partition.eof": True,
             "isolation.level": "read_committed",
+            # Show an alert as soon as it is committed, even from a broker that holds fetches.
+            "fetch.wait.max.ms": 100,
             "logger": LIBRDKAFKA_LOGGER,
             **(options.client or {}),
         }

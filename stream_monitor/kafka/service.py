@@ -136,6 +136,9 @@ class MonitorService:
         self._in_transaction = False
         self._uncommitted = 0
         self._last_commit = time.monotonic()
+        # Exactly once, an alert is visible only once committed: do not let it wait for the timer.
+        self._commit_on_alert = self.exactly_once and self.kafka.commit_on_alert
+        self._alerts_at_commit = 0
         self._down_since: float | None = None
         self._next_down_report = 0.0
         self._next_probe = 0.0
@@ -172,8 +175,8 @@ class MonitorService:
             self.kafka.processing_guarantee,
             self.kafka.partitioning,
         )
-        timeout = (self.kafka.poll_timeout or 100) / 1000
-        interval = (self.kafka.commit_interval or 200) / 1000
+        timeout = (self.kafka.poll_timeout or 20) / 1000
+        interval = (self.kafka.commit_interval or 100) / 1000
         state_interval = (self.config.metrics.state_interval or 10_000) / 1000
         self.looping = True
         try:
@@ -185,6 +188,7 @@ class MonitorService:
                 if self._uncommitted and (
                     self._uncommitted >= self.kafka.commit_max_events
                     or now - self._last_commit >= interval
+                    or (self._commit_on_alert and self.counters.alerts != self._alerts_at_commit)
                 ):
                     self._commit()
                 self._check_broker()
@@ -596,6 +600,7 @@ class MonitorService:
             return
         self.counters.commits += 1
         self._uncommitted = 0
+        self._alerts_at_commit = self.counters.alerts
         self._last_commit = time.monotonic()
         self.metrics.commit_seconds.observe(self._last_commit - started)
         log.debug("committed offsets=%d seconds=%.3f", len(offsets), self._last_commit - started)

@@ -213,3 +213,25 @@ def test_repartition_mode_with_unkeyed_input_finds_the_same_alerts(broker: Embed
     assert len(alerts) == len({a["id"] for a in alerts})
     counts = observation_counts(restored_monitors(config))
     assert counts[("credit", "performance/error")] == EVENTS
+
+
+def test_an_alert_is_committed_at_once_not_at_the_next_commit_interval(
+    broker: EmbeddedBroker,
+) -> None:
+    """Exactly once, alerts are visible only after a commit: a long interval must not hold them."""
+    config = make_config(
+        config_data(broker.bootstrap_servers, commit_interval="10m", commit_max_events=10**9)
+    )
+    names = create_topics(config)
+    scenario = generate("default", events=EVENTS, seed=7)
+    expected = expected_alerts(config, scenario)
+    produce_scenario(broker.bootstrap_servers, names, scenario)
+    with ServiceThread(config) as running:
+        wait_for(
+            lambda: len(alert_events(broker.bootstrap_servers, names.alerts, idle=0.3)) >= 3,
+            60,
+            "read_committed alerts while the service runs",
+        )
+        visible = alert_events(broker.bootstrap_servers, names.alerts, idle=0.3)
+        assert running.service.counters.commits >= 1  # the timer cannot have fired yet
+    assert {alert["id"] for alert in visible} <= set(expected)
