@@ -759,7 +759,9 @@ def main() -> None:
         figures = run_suite(sizes, Path(folder))
     figures["mode"] = "quick" if args.quick else "full"
     args.out.mkdir(parents=True, exist_ok=True)
-    table = markdown(figures)
+    table = (
+        markdown(figures) + "\nMemory phase, step by step:\n\n" + memory_steps(figures["memory"])
+    )
     (args.out / "latest.json").write_text(json.dumps(figures, indent=2) + "\n")
     (args.out / "latest.md").write_text(table)
     print(table)
