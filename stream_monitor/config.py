@@ -207,6 +207,9 @@ class KafkaConfig(_Strict):
     producer: dict[str, Any] = Field(default_factory=dict)
     on_broker_down: Literal["retry", "exit"] = "retry"
     broker_down_timeout: DurationMs = Field(default=60_000)
+    # Read the state changelog while the consumer group join is pending (docs/benchmarks.md,
+    # "Recovery"): faster restarts, at the price of holding every partition's state meanwhile.
+    prefetch_state: bool = True
 
 
 class MetricsConfig(_Strict):
