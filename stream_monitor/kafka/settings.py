@@ -49,6 +49,8 @@ def consumer_settings(config: Config, **overrides: Any) -> dict[str, Any]:
             "heartbeat.interval.ms": max(100, (kafka.session_timeout or 10_000) // 5),
         }
     )
+    if kafka.static_membership:
+        settings["group.instance.id"] = f"{kafka.group_id}-{instance_id(config)}"
     settings.update(kafka.consumer)
     settings.update(overrides)
     return settings
