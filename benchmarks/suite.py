@@ -687,7 +687,11 @@ def rows(figures: dict[str, Any]) -> list[dict[str, Any]]:
                 target="<= 10 s",
                 met=recovery["consuming_seconds"] <= 10,
             ),
-            row(f"  of which state restore ({about})", recovery["restore_seconds"], "s"),
+            row(
+                f"  of which restore after the assignment ({about})",
+                recovery["restore_seconds"],
+                "s",
+            ),
         ]
     core = figures["core"]
     baseline = core[core_throughput.BASELINE]
@@ -719,16 +723,25 @@ def markdown(figures: dict[str, Any]) -> str:
 
 
 def only_recovery(sizes: Sizes, times: int) -> None:
-    """The recovery phases alone, alternated `times` times: they are noisy on a shared machine."""
+    """The recovery phases alone (and without the prefetch), alternated `times` times.
+
+    The group join dominates them and is noisy on a shared machine: compare within one run.
+    """
     logging.getLogger("stream_monitor.librdkafka").setLevel(logging.CRITICAL)
     with (
         tempfile.TemporaryDirectory(prefix="stream-monitor-bench-") as folder,
         EmbeddedBroker() as broker,
     ):
         for _ in range(times):
-            figures: dict[str, Any] = {}
-            phases = recovery_phases(
-                Stopwatch(figures), broker.bootstrap_servers, Path(folder), sizes
+            timed = Stopwatch({})
+            phases = recovery_phases(timed, broker.bootstrap_servers, Path(folder), sizes)
+            # The restore after the join, as before the prefetch existed: the "before" figure.
+            phases["recovery_no_prefetch"] = timed(
+                "recovery_no_prefetch",
+                functools.partial(measure_recovery, prefetch_state=False),
+                broker.bootstrap_servers,
+                Path(folder),
+                sizes,
             )
             for name, result in phases.items():
                 if result is not None:
