@@ -451,17 +451,22 @@ def measure_memory(bootstrap: str, folder: Path, sizes: Sizes) -> dict[str, Any]
 
 # --- 6: recovery -------------------------------------------------------------------------------------
 def measure_recovery(
-    bootstrap: str, folder: Path, sizes: Sizes, session_timeout: str | None = None
+    bootstrap: str,
+    folder: Path,
+    sizes: Sizes,
+    session_timeout: str | None = None,
+    **kafka: Any,
 ) -> dict[str, Any]:
     """kill -9 with `recovery_keys` keys in state; a successor starts at once (same instance id).
 
     Timed from the kill: ready (/readyz 200: partitions restored) and consuming again (the first
-    of the events produced while it was down is counted by the successor).
+    of the events produced while it was down is counted by the successor). `kafka`: settings of
+    both instances' `kafka` section (e.g. static_membership=True).
     """
     keys = sizes.recovery_keys
     if session_timeout is not None:
         sizes = dataclasses.replace(sizes, session_timeout=session_timeout)
-    config = service_config(bootstrap, "recovery", sizes)
+    config = service_config(bootstrap, "recovery", sizes, kafka=kafka)
     create_topics(config)
     topic = config["kafka"]["topics"]["predictions"]
     pool = feature_pool()
@@ -493,6 +498,7 @@ def measure_recovery(
     return {
         "keys_in_state": state_keys,
         "session_timeout": sizes.session_timeout,
+        "settings": ", ".join(f"{name}: {value}" for name, value in kafka.items()) or "defaults",
         "ready_seconds": ready,
         "consuming_seconds": consuming,
         "restore_seconds": restore,
@@ -524,19 +530,7 @@ def run_suite(sizes: Sizes, folder: Path, bootstrap: str | None = None) -> dict[
             sizes,
         )
         figures["memory"] = timed("memory", measure_memory, bootstrap, folder, sizes)
-        figures["recovery"] = timed("recovery", measure_recovery, bootstrap, folder, sizes)
-        figures["recovery_short_session"] = (
-            timed(
-                "recovery_short_session",
-                measure_recovery,
-                bootstrap,
-                folder,
-                sizes,
-                sizes.short_session_timeout,
-            )
-            if sizes.short_session_timeout
-            else None
-        )
+        figures.update(recovery_phases(timed, bootstrap, folder, sizes))
         figures["core"] = timed("core", core_throughput.measure, sizes.core_events, 10, 3)
         # Last: the Faust worker owns this process's signal handlers while it runs.
         total = figures["throughput"]["events"]
@@ -551,6 +545,27 @@ def run_suite(sizes: Sizes, folder: Path, bootstrap: str | None = None) -> dict[
     }
     figures["rows"] = rows(figures)
     return figures
+
+
+def recovery_phases(timed: Stopwatch, bootstrap: str, folder: Path, sizes: Sizes) -> dict[str, Any]:
+    """Recovery with defaults, with static membership, and with a short session timeout."""
+    static = functools.partial(measure_recovery, static_membership=True)
+    return {
+        "recovery": timed("recovery", measure_recovery, bootstrap, folder, sizes),
+        "recovery_static": timed("recovery_static", static, bootstrap, folder, sizes),
+        "recovery_short_session": (
+            timed(
+                "recovery_short_session",
+                measure_recovery,
+                bootstrap,
+                folder,
+                sizes,
+                sizes.short_session_timeout,
+            )
+            if sizes.short_session_timeout
+            else None
+        ),
+    }
 
 
 class Stopwatch:
@@ -665,11 +680,13 @@ def rows(figures: dict[str, Any]) -> list[dict[str, Any]]:
             growth is not None and growth <= 1.10 and second["rss_bytes"] <= GIB,
         ),
     ]
-    for recovery in (figures["recovery"], figures["recovery_short_session"]):
+    for phase in ("recovery", "recovery_static", "recovery_short_session"):
+        recovery = figures.get(phase)
         if recovery is None:
             continue
         about = (
             f"{recovery['keys_in_state']:,.0f} keys, session timeout {recovery['session_timeout']}"
+            f", {recovery.get('settings', 'defaults')}"
         )
         result += [
             row(f"recovery after kill -9 ({about}): ready", recovery["ready_seconds"], "s"),
@@ -680,7 +697,11 @@ def rows(figures: dict[str, Any]) -> list[dict[str, Any]]:
                 target="<= 10 s",
                 met=recovery["consuming_seconds"] <= 10,
             ),
-            row(f"  of which state restore ({about})", recovery["restore_seconds"], "s"),
+            row(
+                f"  of which restore after the assignment ({about})",
+                recovery["restore_seconds"],
+                "s",
+            ),
         ]
     core = figures["core"]
     baseline = core[core_throughput.BASELINE]
@@ -731,6 +752,32 @@ def memory_steps(memory: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def only_recovery(sizes: Sizes, times: int) -> None:
+    """The recovery phases alone (and without the prefetch), alternated `times` times.
+
+    The group join dominates them and is noisy on a shared machine: compare within one run.
+    """
+    logging.getLogger("stream_monitor.librdkafka").setLevel(logging.CRITICAL)
+    with (
+        tempfile.TemporaryDirectory(prefix="stream-monitor-bench-") as folder,
+        EmbeddedBroker() as broker,
+    ):
+        for _ in range(times):
+            timed = Stopwatch({})
+            phases = recovery_phases(timed, broker.bootstrap_servers, Path(folder), sizes)
+            # The restore after the join, as before the prefetch existed: the "before" figure.
+            phases["recovery_no_prefetch"] = timed(
+                "recovery_no_prefetch",
+                functools.partial(measure_recovery, prefetch_state=False),
+                broker.bootstrap_servers,
+                Path(folder),
+                sizes,
+            )
+            for name, result in phases.items():
+                if result is not None:
+                    print(json.dumps({"phase": name, **result}), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes, under 2 minutes")
@@ -739,6 +786,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument(
         "--only-memory", action="store_true", help="only the memory phase; prints its steps"
+    )
+    parser.add_argument(
+        "--only-recovery",
+        type=int,
+        metavar="N",
+        help="only the recovery rows, N times each (prints one JSON line per measurement)",
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -754,6 +807,9 @@ def main() -> None:
         ):
             memory = measure_memory(broker.bootstrap_servers, Path(folder), sizes)
         print(memory_steps(memory))
+        return
+    if args.only_recovery:
+        only_recovery(sizes, args.only_recovery)
         return
     with tempfile.TemporaryDirectory(prefix="stream-monitor-bench-") as folder:
         figures = run_suite(sizes, Path(folder))

@@ -212,6 +212,13 @@ class KafkaConfig(_Strict):
     producer: dict[str, Any] = Field(default_factory=dict)
     on_broker_down: Literal["retry", "exit"] = "retry"
     broker_down_timeout: DurationMs = Field(default=60_000)
+    # Read the state changelog while the consumer group join is pending (docs/benchmarks.md,
+    # "Recovery"): faster restarts, at the price of holding every partition's state meanwhile.
+    prefetch_state: bool = True
+    # Static group membership (group.instance.id from group_id and instance_id): a restarted
+    # instance takes its old place without a rebalance, but a stopped one keeps its partitions
+    # unassigned until session_timeout passes. Needs a unique, stable instance_id per instance.
+    static_membership: bool = False
 
 
 class MetricsConfig(_Strict):

@@ -8,6 +8,7 @@ import pytest
 
 from stream_monitor.config import build_config, load_config, parse_duration_ms
 from stream_monitor.errors import ConfigError
+from stream_monitor.kafka.settings import consumer_settings
 from tests.helpers import ROOT
 
 
@@ -91,3 +92,10 @@ def test_unreadable_or_invalid_files(tmp_path: Path) -> None:
     bad.write_text("- a list\n")
     with pytest.raises(ConfigError, match="the top level must be a mapping"):
         load_config(bad, environ={})
+
+
+def test_static_membership_gives_each_instance_its_own_group_instance_id() -> None:
+    kafka = {"group_id": "fraud", "instance_id": "pod-0"}
+    static = build_config({"kafka": {**kafka, "static_membership": True}}, environ={})
+    assert consumer_settings(static)["group.instance.id"] == "fraud-pod-0"
+    assert "group.instance.id" not in consumer_settings(build_config({"kafka": kafka}, environ={}))

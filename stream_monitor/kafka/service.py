@@ -33,7 +33,7 @@ from stream_monitor.core.events import (
 from stream_monitor.core.monitor import DeadLetter, Monitor, Output, Record
 from stream_monitor.core.state import StateCodec
 from stream_monitor.kafka import FencedError, KafkaRuntimeError, deadletters
-from stream_monitor.kafka.changelog import RUNTIME_KEY, Changelog, read_to_end
+from stream_monitor.kafka.changelog import RUNTIME_KEY, Changelog, Prefetch, read_to_end
 from stream_monitor.kafka.retry import give_up_after, with_retry
 from stream_monitor.kafka.settings import (
     consumer_settings,
@@ -156,6 +156,7 @@ class MonitorService:
             progress=lambda: time.time() - (time.monotonic() - self.last_progress),
         )
         self._producer_config: dict[str, Any] = {}
+        self._prefetch: Prefetch | None = None
         self._message_room = 1_000_000 - 65_536
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -164,6 +165,7 @@ class MonitorService:
         self._connect()
         consumer = self._consumer
         assert consumer is not None
+        self._prefetch = self._start_prefetch()
         topics = self._stream_topics + list(self._forward_to)
         consumer.subscribe(
             topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
@@ -287,6 +289,30 @@ class MonitorService:
         offsets = {(tp.topic, tp.partition): max(tp.offset, 0) for tp in committed}
         return {p: tuple(offsets[(topic, p)] for topic in self._stream_topics) for p in partitions}
 
+    def _start_prefetch(self) -> Prefetch | None:
+        """Start restoring every partition's state before the group join (see `Prefetch`)."""
+        if not self.kafka.prefetch_state:
+            return None
+        assert self._consumer is not None
+        try:
+            metadata = self._consumer.list_topics(self.names.state, timeout=10).topics.get(
+                self.names.state
+            )
+            if metadata is None or metadata.error or not metadata.partitions:
+                return None
+            limits = self._committed(sorted(metadata.partitions))
+        except KafkaException as exc:
+            log.info("no state prefetch: %s", exc.args[0].str())
+            return None
+        settings = reader_settings(self.config, "restore")
+        return Prefetch(self.changelog, settings, limits, self._prepare_monitor).start()
+
+    def _prepare_monitor(self, partition: int, items: dict[str, Any]) -> Monitor:
+        items.pop(RUNTIME_KEY, None)
+        monitor = Monitor(self.config, source=self.kafka.group_id)
+        monitor.restore(items.items())
+        return monitor
+
     def _recover(self, partitions: list[int]) -> None:
         """Restore state for these partitions and learn which outputs already exist."""
         if not partitions:
@@ -302,22 +328,40 @@ class MonitorService:
     def _restore(self, partitions: list[int]) -> None:
         started = time.monotonic()
         committed = self._committed(partitions)
-        restored = self.changelog.restore(reader_settings(self.config, "restore"), committed)
+        asked = time.monotonic()
+        ahead, self._prefetch = self._prefetch, None  # good for the first assignment only
+        restored, unchanged = self.changelog.restore_after(
+            ahead, reader_settings(self.config, "restore"), committed
+        )
+        read = time.monotonic()
         positions: dict[str, int] = {}
         for partition in partitions:
             items = restored.get(partition, {})
             runtime = items.pop(RUNTIME_KEY, None) or {}
-            monitor = Monitor(self.config, source=self.kafka.group_id)
-            monitor.restore(items.items())
+            if ahead is not None and partition in unchanged:
+                monitor = ahead.prepared[partition]
+            else:
+                monitor = self._prepare_monitor(partition, items)
             task = PartitionTask(partition, monitor, list(committed[partition]))
             task.origins = dict(runtime.get("origins", {}))
             self.tasks[partition] = task
             for name, offset in runtime.get("positions", {}).items():
                 positions[name] = min(offset, positions.get(name, offset))
+        built = time.monotonic()
         self._learn_existing_outputs(positions)
-        seconds = time.monotonic() - started
+        done = time.monotonic()
+        seconds = done - started
         self.metrics.restore_seconds.observe(seconds)
-        log.info("recovered partitions=%s seconds=%.2f", partitions, seconds)
+        log.info(
+            "recovered partitions=%s seconds=%.2f committed=%.2f state=%.2f monitors=%.2f "
+            "outputs=%.2f",
+            partitions,
+            seconds,
+            asked - started,
+            read - asked,
+            built - read,
+            done - built,
+        )
 
     def _learn_existing_outputs(self, positions: dict[str, int]) -> None:
         """Read alerts and dead letters from the last checkpoint on: their ids are not re-emitted."""

@@ -53,6 +53,8 @@ def consumer_settings(config: Config, **overrides: Any) -> dict[str, Any]:
             "fetch.wait.max.ms": 100,
         }
     )
+    if kafka.static_membership:
+        settings["group.instance.id"] = f"{kafka.group_id}-{instance_id(config)}"
     settings.update(kafka.consumer)
     settings.update(overrides)
     return settings

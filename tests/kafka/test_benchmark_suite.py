@@ -42,6 +42,7 @@ def test_suite_reports_every_figure(broker: EmbeddedBroker, tmp_path: Path) -> N
         "latency_tuned",
         "memory",
         "recovery",
+        "recovery_static",
         "core",
         "faust",
         "machine",
@@ -51,7 +52,8 @@ def test_suite_reports_every_figure(broker: EmbeddedBroker, tmp_path: Path) -> N
     assert set(figures["latency"]) >= {"p50_ms", "p99_ms", "alerts", "achieved_rate"}
     assert set(figures["memory"]["first"]) >= {"rss_bytes", "keys", "pending_joins"}
     assert figures["memory"]["after_growth"]["events"] == 3000
-    assert set(figures["recovery"]) >= {"ready_seconds", "consuming_seconds", "keys_in_state"}
+    for phase in ("recovery", "recovery_static"):
+        assert set(figures[phase]) >= {"ready_seconds", "consuming_seconds", "keys_in_state"}
     assert all(
         set(row) == {"figure", "value", "unit", "ratio", "baseline", "target", "met"}
         for row in figures["rows"]

@@ -104,7 +104,10 @@ def test_restart_mid_stream_loses_nothing_and_duplicates_nothing(
     finally:
         assert second.terminate() == 0, second.output()
     log = second.output()
-    assert re.search(r"restored state partitions=\[0, 1, 2, 3\] keys=[1-9]", log), log
+    # Restored through the prefetch read during the group join (tests/kafka/test_prefetch.py).
+    assert re.search(
+        r"restored state partitions=\[0, 1, 2, 3\] keys=[1-9].* prefetched=\[0, 1, 2, 3\]", log
+    ), log
 
     alerts = alert_events(broker.bootstrap_servers, names.alerts)
     ids = [a["id"] for a in alerts]
