@@ -94,7 +94,7 @@ class Sizes:
 
 
 FULL = Sizes(100_000, 30.0, 150, 10_000, 1_000_000, 10, 10_000, 200_000, short_session_timeout="3s")
-QUICK = Sizes(20_000, 6.0, 30, 2_000, 50_000, 10, 2_000, 50_000)
+QUICK = Sizes(20_000, 6.0, 30, 2_000, 30_000, 10, 2_000, 50_000)
 
 
 # --- the service as a real process: RSS, kill -9 and probes are about that process ---------------
