@@ -4,7 +4,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-faults lint typecheck demo bench bench-quick bench-profile bench-quality clean
+# Tests and benchmarks run on Apache Kafka (jars from Maven Central, needs JDK 17 and Maven);
+# BROKER=tansu runs them on the embedded broker instead (no JVM).
+BROKER ?= kafka
+PYTEST := $(BIN)/python -m pytest --broker=$(BROKER)
+
+BENCH_BROKERS ?= kafka,tansu
+
+.PHONY: install test test-faults test-tools kafka lint typecheck demo bench bench-quick bench-profile bench-quality clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,13 +21,23 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-test: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow"
+# The receivers and tools some tests talk to (kcat, docker-compose, Alertmanager, promtool), from Debian's packages
+# when they are missing; without root or apt-get their tests skip and say why.
+test-tools:
+	@tools/install-test-tools.sh
 
-# The whole fault suite (kill -9 rounds, scaling, poison input, broker outage, security), with
-# its figures printed at the end; docs/reliability.md.
+test: $(STAMP) test-tools
+	$(PYTEST) -q -m "not slow"
+
+# The whole fault suite (kill -9 rounds, scaling, poison input, broker outages and broker faults
+# on three Kafka nodes, security), with its figures printed at the end; docs/reliability.md.
 test-faults: $(STAMP)
-	$(BIN)/python -m pytest -q -m faults tests/faults
+	$(PYTEST) -q -m faults tests/faults
+
+# Apache Kafka on loopback for a person: prints its address, Ctrl-C stops it (NODES=3: a cluster).
+NODES ?= 1
+kafka: $(STAMP)
+	$(BIN)/python -m stream_monitor.apache_kafka --nodes $(NODES)
 
 lint: $(STAMP)
 	$(BIN)/ruff check stream_monitor tests benchmarks
@@ -30,12 +47,12 @@ lint: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/stream-monitor demo
 
-# The suite on one embedded broker; writes benchmarks/results/latest.{json,md} (docs/benchmarks.md).
+# The suite on Apache Kafka and on the embedded broker, side by side in one run; writes benchmarks/results/latest.{json,md} (docs/benchmarks.md).
 bench: $(STAMP)
-	$(BIN)/python benchmarks/suite.py
+	$(BIN)/python benchmarks/suite.py --broker $(BENCH_BROKERS)
 
 bench-quick: $(STAMP)
-	$(BIN)/python benchmarks/suite.py --quick
+	$(BIN)/python benchmarks/suite.py --quick --broker $(BENCH_BROKERS)
 
 # Where `run` spends its time under load (py-spy samples the service process).
 bench-profile: $(STAMP)

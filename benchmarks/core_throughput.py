@@ -18,7 +18,8 @@ import orjson
 from river.drift import ADWIN
 
 from stream_monitor.config import build_config
-from stream_monitor.core.monitor import Monitor, Record
+from stream_monitor.core.events import Record
+from stream_monitor.core.monitor import Monitor
 
 FEATURES = ("f0", "f1", "f2", "f3")
 BASELINE = "4 bare ADWIN updates/event"
@@ -53,10 +54,10 @@ def measure(count: int = 200_000, keys: int = 10, runs: int = 3) -> dict[str, fl
     events = make_events(count, keys)
     encoded = [orjson.dumps(event) for event in events]
     records: list[Record] = [
-        ("prediction", event, None, "predictions", 0, i) for i, event in enumerate(events)
+        Record("prediction", event, None, "predictions", 0, i) for i, event in enumerate(events)
     ]
     raw_records: list[Record] = [
-        ("prediction", raw, None, "predictions", 0, i) for i, raw in enumerate(encoded)
+        Record("prediction", raw, None, "predictions", 0, i) for i, raw in enumerate(encoded)
     ]
 
     def decode() -> int:
@@ -88,7 +89,7 @@ def measure(count: int = 200_000, keys: int = 10, runs: int = 3) -> dict[str, fl
 
     def monitor(config: object, batch: list[Record]) -> Callable[[], int]:
         def work() -> int:
-            m = Monitor(config)  # type: ignore[arg-type]
+            m = Monitor(config.monitor_settings())  # type: ignore[arg-type]
             for start in range(0, len(batch), 5000):
                 m.process(batch[start : start + 5000])
             return len(batch)

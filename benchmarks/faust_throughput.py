@@ -5,15 +5,22 @@ One run, one broker, the same events (`run_throughput.workload`): L = raw conflu
 exactly once; then the Faust runtime (`run --engine faust`) in this process. Rates count from the
 first to the last processed event, so group joins and worker start-up are excluded.
 
-    python benchmarks/faust_throughput.py [--predictions 100000]
+    python benchmarks/faust_throughput.py [--predictions 100000] [--broker kafka|tansu]
+    python benchmarks/faust_throughput.py --only-faust --bootstrap B --total N   # prints JSON
+
+`--only-faust` runs the Faust row alone over topics already published by `publish_and_measure_limit`
+(the suite runs it that way, in a process of its own: the worker takes over signal handlers).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -21,25 +28,31 @@ from typing import Any
 
 from confluent_kafka.admin import AdminClient
 
+from stream_monitor.brokers import chosen_kind, local_broker
 from stream_monitor.config import build_config
 from stream_monitor.core.state import StateCodec
-from stream_monitor.embedded import EmbeddedBroker
 from stream_monitor.faust_runtime import create_app, install, work
 from stream_monitor.kafka.topics import ensure_topics
 from stream_monitor.publish import event_producer, publish
 
 try:  # imported as part of a benchmark suite, or run as a script from benchmarks/
-    from benchmarks.run_throughput import MODELS, raw_consume, service_run, workload
+    from benchmarks.run_throughput import (
+        MODELS,
+        raw_consume,
+        service_run,
+        shipped_detection,
+        workload,
+    )
 except ImportError:
-    from run_throughput import MODELS, raw_consume, service_run, workload  # type: ignore[no-redef]
+    from run_throughput import (  # type: ignore[no-redef]
+        MODELS,
+        raw_consume,
+        service_run,
+        shipped_detection,
+        workload,
+    )
 
 TOPICS = {"predictions": "bench-predictions", "labels": "bench-labels"}
-SIGNALS = {
-    "performance": ["adwin"],
-    "prediction": ["adwin"],
-    "feature": ["adwin"],
-    "data_quality": [],
-}
 
 
 def faust_run(bootstrap: str, total: int, batch_size: int) -> float:
@@ -47,6 +60,7 @@ def faust_run(bootstrap: str, total: int, batch_size: int) -> float:
     run = uuid.uuid4().hex[:6]
     config = build_config(
         {
+            **shipped_detection(),
             "kafka": {
                 "bootstrap_servers": bootstrap,
                 "group_id": f"bench-faust-{run}",
@@ -54,7 +68,6 @@ def faust_run(bootstrap: str, total: int, batch_size: int) -> float:
                 "processing_guarantee": "at_least_once",
                 "topics": {**TOPICS, "alerts": f"alerts-{run}", "dead_letters": f"dlq-{run}"},
             },
-            "signals": SIGNALS,
         },
         environ={},
     )
@@ -101,9 +114,21 @@ def publish_and_measure_limit(
     return events, labels, seed.kafka.partitions, limit
 
 
-def measure(predictions: int = 100_000, faust_batch_size: int = 2000) -> dict[str, Any]:
+def faust_in_process(bootstrap: str, total: int, batch_size: int) -> float:
+    """`faust_run` in a process of its own (its worker owns that process's signal handlers)."""
+    command = [sys.executable, __file__, "--only-faust", "--bootstrap", bootstrap]
+    command += ["--total", str(total), "--faust-batch-size", str(batch_size)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"the Faust run failed: {result.stderr[-2000:]}")
+    return float(json.loads(result.stdout.strip().splitlines()[-1])["events_per_second"])
+
+
+def measure(
+    predictions: int = 100_000, faust_batch_size: int = 2000, kind: str = "kafka"
+) -> dict[str, Any]:
     """Every figure of one run, as plain data: events/s per path and its ratio to L."""
-    with EmbeddedBroker() as broker:
+    with local_broker(kind).start() as broker:
         bootstrap = broker.bootstrap_servers
         events, labels, partitions, limit = publish_and_measure_limit(bootstrap, predictions)
         total = len(events) + len(labels)
@@ -129,10 +154,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--predictions", type=int, default=100_000)
     parser.add_argument("--faust-batch-size", type=int, default=2000)
+    parser.add_argument("--broker", help="kafka (Apache Kafka, default) or tansu")
+    parser.add_argument("--only-faust", action="store_true")
+    parser.add_argument("--bootstrap", help="with --only-faust: the broker holding the topics")
+    parser.add_argument("--total", type=int, help="with --only-faust: events in the topics")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("stream_monitor.librdkafka").setLevel(logging.CRITICAL)
-    figures = measure(args.predictions, args.faust_batch_size)
+    if args.only_faust:
+        rate = faust_run(args.bootstrap, args.total, args.faust_batch_size)
+        print(json.dumps({"events_per_second": rate}), flush=True)
+        return
+    figures = measure(args.predictions, args.faust_batch_size, chosen_kind(args.broker))
     print(
         f"{figures['predictions']} predictions (4 numeric features) + {figures['labels']} labels, "
         f"{figures['models']} models, {figures['partitions']} partitions"

@@ -17,30 +17,36 @@ import time
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
+from stream_monitor.brokers import chosen_kind, local_broker
 from stream_monitor.config import build_config
+from stream_monitor.core.events import Record
 from stream_monitor.core.monitor import Monitor
 from stream_monitor.core.state import StateCodec
-from stream_monitor.embedded import EmbeddedBroker
-from stream_monitor.kafka.changelog import Changelog
+from stream_monitor.kafka.changelog import Changelog, StateRead
 from stream_monitor.kafka.settings import reader_settings
 from stream_monitor.kafka.topics import TopicNames, ensure_topics
+from stream_monitor.processing.changelog import InvalidRecords, PartitionWriter, RecordCheck
+from stream_monitor.processing.partition import PartitionProcessor
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keys", type=int, default=10_000)
     parser.add_argument("--events-per-key", type=int, default=50)
+    parser.add_argument("--broker", help="kafka (Apache Kafka, default) or tansu")
     args = parser.parse_args()
     logging.getLogger("stream_monitor.librdkafka").setLevel(logging.CRITICAL)
     rng = random.Random(1)
-    with EmbeddedBroker() as broker:
+    with local_broker(chosen_kind(args.broker)).start() as broker:
         config = build_config(
             {"kafka": {"bootstrap_servers": broker.bootstrap_servers, "partitions": 1}}, environ={}
         )
         ensure_topics(AdminClient({"bootstrap.servers": broker.bootstrap_servers}), config)
-        monitor = Monitor(config)
+        settings = config.monitor_settings()
+        codec = StateCodec(b"benchmark-signing-key")
+        processor = PartitionProcessor(0, Monitor(settings), PartitionWriter(codec, 0))
         records = [
-            (
+            Record(
                 "prediction",
                 {
                     "prediction_id": f"{k}-{i}",
@@ -51,38 +57,40 @@ def main() -> None:
                 None,
                 "p",
                 0,
-                i,
+                i * args.keys + k,
             )
             for i in range(args.events_per_key)
             for k in range(args.keys)
         ]
-        monitor.process(records)
-        codec = StateCodec(b"benchmark-signing-key")
-        changelog = Changelog(TopicNames.from_config(config).state, codec)
-        items = {key: value for key, value in monitor.snapshot().items() if key.startswith("k:")}
+        processor.add(0, records)
+        processor.process((True, True))
+        topic = TopicNames.from_config(config).state
         producer = Producer({"bootstrap.servers": broker.bootstrap_servers, "linger.ms": 20})
         size = 0
-        for key, value, headers in changelog.records(items, (len(records), 0)):
+        written = processor.checkpoint()
+        for key, value, headers in written:
             size += len(value or b"")
             while True:
                 try:
-                    producer.produce(
-                        changelog.topic, key=key, value=value, partition=0, headers=headers
-                    )
+                    producer.produce(topic, key=key, value=value, partition=0, headers=headers)
                     break
                 except BufferError:
                     producer.poll(0.05)
         producer.flush(60)
+        keys = sum(1 for key, _, _ in written if key.startswith(b"k:"))
+        changelog = Changelog(topic, RecordCheck(codec, InvalidRecords("stop")))
+        committed = {0: tuple(processor.positions)}
         started = time.perf_counter()
-        restored = changelog.restore(reader_settings(config, "bench"), {0: (len(records), 0)})
-        read = time.perf_counter() - started
-        fresh = Monitor(config)
-        fresh.restore(restored[0].items())
+        read = changelog.read(
+            reader_settings(config, "bench"), StateRead(committed, changelog.check)
+        )
+        verified = time.perf_counter() - started
+        fresh = Monitor(settings)
+        for changes in read.restored(0).changes:
+            fresh.restore(changes)
         total = time.perf_counter() - started
-    print(
-        f"{len(items)} monitor keys, {size / 1e6:.1f} MB of state ({size / len(items) / 1e3:.1f} KB per key)"
-    )
-    print(f"read + verify to EOF: {read:.2f} s; + rebuild detectors: {total:.2f} s")
+    print(f"{keys} monitor keys, {size / 1e6:.1f} MB of state ({size / keys / 1e3:.1f} KB per key)")
+    print(f"read + verify to EOF: {verified:.2f} s; + rebuild detectors: {total:.2f} s")
 
 
 if __name__ == "__main__":

@@ -59,7 +59,14 @@ def _port_open(host: str, port: int) -> bool:
 
 
 class EmbeddedBroker:
-    """Start/stop a Tansu broker on a loopback port. Use as a context manager."""
+    """Start/stop a Tansu broker on a loopback port. Use as a context manager.
+
+    Not `durable`: it keeps everything in memory, so a stopped and restarted broker is empty.
+    """
+
+    kind = "tansu"
+    durable = False
+    aborts_dead_transactions = False
 
     def __init__(
         self, host: str = "127.0.0.1", port: int | None = None, *, quiet: bool = True
@@ -116,6 +123,9 @@ class EmbeddedBroker:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+    def close(self) -> None:
+        self.stop()
 
     def terminate(self) -> None:
         """Ask the broker to stop without waiting (safe inside a signal handler)."""
