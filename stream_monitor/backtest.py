@@ -25,11 +25,12 @@ from typing import Any
 import orjson
 
 from stream_monitor.config import Config
-from stream_monitor.core.events import PREDICTION
-from stream_monitor.core.monitor import Monitor, Record
+from stream_monitor.core.events import PREDICTION, Decoded, Record
+from stream_monitor.core.monitor import Monitor
+from stream_monitor.core.settings import MonitorSettings
 from stream_monitor.core.signals import KeyState, Signal
 from stream_monitor.errors import StreamMonitorError
-from stream_monitor.replay import merged
+from stream_monitor.replay import partitioned, run
 from stream_monitor.scoring import Detection, Score, score
 
 SeriesKey = tuple[str, str, str]  # (monitor key, signal kind, signal name)
@@ -41,11 +42,24 @@ class BacktestError(StreamMonitorError):
 
 
 class RecordingMonitor(Monitor):
-    """The monitor, also keeping every value each signal saw, for the plots."""
+    """The monitor, also keeping every value each signal saw (for the plots) and, per input
+    record, how many predictions of its model came before it (for the truth scores)."""
 
-    def __init__(self, config: Config) -> None:
-        super().__init__(config)
+    def __init__(self, settings: MonitorSettings) -> None:
+        super().__init__(settings)
         self.series: dict[SeriesKey, list[float]] = {}
+        self.positions: dict[tuple[str, int], int] = {}  # (file, line) -> prediction index
+        self._predictions: dict[str, int] = {}
+
+    def apply(self, record: Record, event: Decoded) -> None:
+        model = getattr(event, "model", None)
+        if model is None and isinstance(record.value, dict):
+            model = record.value.get("model")
+        if isinstance(model, str):
+            seen = self._predictions.get(model, 0) + (record.kind == PREDICTION)
+            self._predictions[model] = seen
+            self.positions[(str(record.topic), record.offset)] = seen - 1
+        super().apply(record, event)
 
     def _observe(self, state: KeyState, signal: Signal, value: float) -> None:
         key = (state.id, signal.kind, signal.name)
@@ -93,19 +107,22 @@ def run_backtest(
     labels: Path | None,
     truth: Path | None = None,
     max_delay: int | None = None,
-    batch_size: int = 5000,
 ) -> BacktestResult:
     truth_points = read_truth(truth) if truth is not None else None
-    records = merged(predictions, labels)
-    position = _prediction_positions(records)
-    monitor = RecordingMonitor(config)
-    result = BacktestResult(series=monitor.series)
-    for start in range(0, len(records), batch_size):
-        for alert in monitor.process(records[start : start + batch_size]).alerts:
-            data = alert.event["data"]
-            where = data["source_position"]
-            result.alerts.append(alert.event)
-            result.positions.append(position.get((where["topic"], where["offset"]), -1))
+    streams = partitioned(predictions, labels, config.kafka.partitions)
+    result = BacktestResult()
+    found: list[tuple[str, int, dict[str, Any]]] = []
+    for processor, alerts, _ in run(config.monitor_settings(), streams, monitor=RecordingMonitor):
+        monitor = processor.monitor
+        assert isinstance(monitor, RecordingMonitor)
+        result.series.update(monitor.series)
+        for alert in alerts:
+            where = alert.event["data"]["source_position"]
+            position = monitor.positions.get((where["topic"], where["offset"]), -1)
+            found.append((alert.event.get("time") or "", position, alert.event))
+    found.sort(key=lambda item: item[:2])
+    result.alerts = [event for _, _, event in found]
+    result.positions = [position for _, position, _ in found]
     if truth_points is not None:
         detections = [
             Detection(event["data"]["model"], index, _label(event))
@@ -114,20 +131,6 @@ def run_backtest(
         changes = [(model, index) for model, index in truth_points if index is not None]
         result.score = score(changes, detections, max_delay)
     return result
-
-
-def _prediction_positions(records: list[Record]) -> dict[tuple[str, int], int]:
-    """(file, line) -> predictions of that record's model replayed so far, minus one."""
-    seen: dict[str, int] = {}
-    positions: dict[tuple[str, int], int] = {}
-    for kind, value, _, name, _, line in records:
-        model = value.get("model") if isinstance(value, dict) else None
-        if not isinstance(model, str):
-            continue
-        if kind == PREDICTION:
-            seen[model] = seen.get(model, 0) + 1
-        positions[(str(name), line)] = seen.get(model, 0) - 1
-    return positions
 
 
 def _label(event: dict[str, Any]) -> str:

@@ -197,8 +197,8 @@ class Demo:
     @staticmethod
     def _joined(service: MonitorService) -> dict[str, int]:
         joined: dict[str, int] = {}
-        for task in list(service.tasks.values()):
-            for key, state in list(task.monitor.keys.items()):
+        for processor in list(service.processors.values()):
+            for key, state in list(processor.monitor.keys.items()):
                 if state.performance is not None and state.performance.tracks:
                     joined[key] = state.performance.tracks[0].seen
         return joined

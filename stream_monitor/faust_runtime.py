@@ -1,10 +1,12 @@
 """The Faust runtime: the same `Monitor` core as `stream-monitor run`, as an agent of a Faust app.
 
 One agent reads predictions and labels (co-partitioned: Faust's assignor gives partition p of both
-topics to the same worker) in batches from `Stream.noack_take`, runs the core per partition, and
-publishes alerts, dead letters and the changed state through the app's producer. Only once every
-one of those records is acknowledged by the broker are the batch's events acked, so Faust's
-periodic offset commit never runs ahead of the state and the outputs: at least once.
+topics to the same worker) in batches from `Stream.noack_take` and hands them to the same
+`processing.PartitionProcessor` as the confluent-kafka runtime, which merges the two streams in
+the same deterministic order. It publishes alerts, dead letters and the changed state through the
+app's producer. Only once every one of those records is acknowledged by the broker are the
+events that were applied acked (events still waiting in the merge are not), so Faust's periodic
+offset commit never runs ahead of the state and the outputs: at least once.
 
 State goes to the project's own changelog (not a Faust table: tables cannot be written from a
 batch), in the same signed, data-only format as the confluent-kafka runtime, each record tagged
@@ -19,25 +21,30 @@ import asyncio
 import logging
 import os
 import tempfile
+from collections import deque
 from collections.abc import Awaitable, Sequence
 from pathlib import Path
 from typing import Any
 
 import faust
-import orjson
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
+from faust.types import TP
 
 from stream_monitor.config import Config, load_config
 from stream_monitor.core.events import LABEL, PREDICTION
 from stream_monitor.core.monitor import Monitor, Output, Record
 from stream_monitor.core.state import StateCodec
 from stream_monitor.errors import ConfigError
-from stream_monitor.kafka import deadletters
-from stream_monitor.kafka.changelog import RUNTIME_KEY, Changelog
-from stream_monitor.kafka.service import ALERT_HEADERS, PartitionTask, ServiceCounters
+from stream_monitor.kafka.changelog import Changelog, StateRead
+from stream_monitor.kafka.offsets import committed_offsets
+from stream_monitor.kafka.service import ServiceCounters
 from stream_monitor.kafka.settings import admin_settings, reader_settings
 from stream_monitor.kafka.topics import TopicNames, ensure_topics
+from stream_monitor.processing.changelog import InvalidRecords, PartitionWriter, RecordCheck, Tag
+from stream_monitor.processing.merge import LABELS, PREDICTIONS
+from stream_monitor.processing.outputs import OutputGuard, publications
+from stream_monitor.processing.partition import PartitionProcessor
 from stream_monitor.statekey import resolve_signing_key
 
 log = logging.getLogger(__name__)
@@ -80,7 +87,7 @@ def create_app(config: Config, **settings: Any) -> faust.App:
 
 
 class FaustMonitor:
-    """The monitor's agent and its per-partition state inside one Faust app.
+    """The monitor's agent and its per-partition processors inside one Faust app.
 
     Build it with `install()`. Its counters (`counters`) are the confluent-kafka runtime's.
     """
@@ -106,15 +113,25 @@ class FaustMonitor:
             )
         self.app = app
         self.config = config
+        self.settings = config.monitor_settings()
         self.names = TopicNames.from_config(config)
-        self.changelog = Changelog(self.names.state, codec)
+        self.codec = codec
+        self.changelog = Changelog(
+            self.names.state, RecordCheck(codec, InvalidRecords(config.state.on_invalid_record))
+        )
         self.counters = ServiceCounters()
-        self.tasks: dict[int, PartitionTask] = {}
+        self.guard = OutputGuard()  # at least once, every batch checkpoints: nothing to guard
+        self.processors: dict[int, PartitionProcessor] = {}
+        # (topic, partition) -> events read but not yet applied (not acked: Faust does not commit
+        # past them), in offset order
+        self._held: dict[tuple[str, int], deque[faust.EventT[bytes]]] = {}
         self.batch_size = batch_size
         self.batch_within = batch_within
-        self._streams = {self.names.predictions: 0, self.names.labels: 1}
+        self._streams = {self.names.predictions: PREDICTIONS, self.names.labels: LABELS}
         self._kinds = {self.names.predictions: PREDICTION, self.names.labels: LABEL}
         self._max_bytes = config.events.max_bytes
+        # aiokafka's default max_request_size, less room for the key and headers
+        self._message_room = int(getattr(app.conf, "producer_max_request_size", 1_048_576)) - 65_536
         self.inputs = app.topic(
             self.names.predictions,
             self.names.labels,
@@ -131,7 +148,7 @@ class FaustMonitor:
     async def _consume(self, stream: faust.StreamT[bytes]) -> None:
         async for events in stream.noack_take(self.batch_size, within=self.batch_within):
             try:
-                await self.process(events)
+                done = await self.process(events)
             except Exception as exc:
                 # Never ack this batch. A restarted agent would go on past it while Faust's commits
                 # stay stuck below it: stop the worker instead, so a restart replays from the
@@ -139,113 +156,163 @@ class FaustMonitor:
                 log.error("batch failed, stopping the worker: %r", exc)
                 await self.app.crash(exc)
                 return
-            for event in events:
+            for event in done:
                 await stream.ack(event)
 
     # --- processing --------------------------------------------------------------------------
-    async def process(self, events: Sequence[faust.EventT[bytes]]) -> None:
-        """Run one batch through the core; return once its outputs and state are on the broker."""
+    async def process(self, events: Sequence[faust.EventT[bytes]]) -> list[faust.EventT[bytes]]:
+        """Run one batch through the processors; return the events applied, once their outputs
+        and state are on the broker (ack exactly those)."""
         assignment = self.app.consumer.assignment()
         missing = sorted(
             {
                 e.message.partition
                 for e in events
-                if e.message.tp in assignment and e.message.partition not in self.tasks
+                if e.message.tp in assignment and e.message.partition not in self.processors
             }
         )
         if missing:
             await self._restore(missing)
-        groups: dict[int, list[list[Record]]] = {}  # partition -> [predictions, labels]
-        keys: dict[tuple[str, int, int], bytes | None] = {}
-        tasks, streams, kinds = self.tasks, self._streams, self._kinds
+        batches: dict[tuple[int, int], list[Record]] = {}
+        already: list[faust.EventT[bytes]] = []  # re-delivered, already in the state: ack them
         for event in events:
             message = event.message
-            task = tasks.get(message.partition)
-            if task is None or message.tp not in assignment:
+            processor = self.processors.get(message.partition)
+            if processor is None or message.tp not in assignment:
                 continue  # revoked while it waited in the buffer: its new owner processes it
             topic, offset = message.topic, message.offset
-            index = streams[topic]
-            if offset < task.offsets[index]:
-                continue  # re-delivered after a rebalance: already in this state
-            task.offsets[index] = offset + 1
+            stream = self._streams[topic]
+            if offset < processor.positions[stream]:
+                already.append(event)  # re-delivered after a rebalance: already in this state
+                continue
             timestamp = message.timestamp
-            records = groups.get(message.partition)
-            if records is None:
-                records = groups[message.partition] = [[], []]
-            records[index].append(
-                (
-                    kinds[topic],
-                    message.value or b"",
-                    round(timestamp * 1000) if timestamp and timestamp > 0 else None,
-                    topic,
-                    message.partition,
-                    offset,
-                )
+            record = Record(
+                self._kinds[topic],
+                message.value or b"",
+                round(timestamp * 1000) if timestamp and timestamp > 0 else None,
+                topic,
+                message.partition,
+                offset,
+                message.key,
             )
-            keys[(topic, message.partition, offset)] = message.key
+            batches.setdefault((message.partition, stream), []).append(record)
+            self._held.setdefault((topic, message.partition), deque()).append(event)
         self.counters.consumed += len(events)
+        for (partition, stream), records in batches.items():
+            self.processors[partition].add(stream, records)
         pending: list[Awaitable[Any]] = []
-        for partition, (predictions, labels) in groups.items():
-            self.counters.processed += len(predictions) + len(labels)
-            task = tasks[partition]
-            # Predictions first: a label answers an earlier prediction, so when both arrive in one
-            # batch the join completes on the label, as it would have in real time.
-            output = task.monitor.process(predictions + labels)
+        touched = {partition for partition, _ in batches}
+        for partition in sorted(touched):
+            processor = self.processors[partition]
+            before = processor.applied
+            output = processor.process(self._idle(partition, processor))
+            self.counters.processed += processor.applied - before
             if output.alerts or output.dead_letters:
-                pending.extend(await self._emit(output, keys))
-            pending.extend(await self._write_state(task))
+                pending.extend(await self._emit(output))
+            pending.extend(await self._write_state(processor))
         if pending:
             await asyncio.gather(*pending)  # raises if the broker refused any record
         self.counters.commits += 1
+        return already + self._applied(touched)
 
-    async def _emit(
-        self, output: Output, keys: dict[tuple[str, int, int], bytes | None]
-    ) -> list[Awaitable[Any]]:
+    def _idle(self, partition: int, processor: PartitionProcessor) -> tuple[bool, bool]:
+        """Whether each stream is read to its end: nothing held back, and at the high watermark."""
+        idle = [False, False]
+        consumer = self.app.consumer
+        for topic, stream in self._streams.items():
+            tp = TP(topic, partition)
+            held = self._held.get((topic, partition))
+            last = held[-1].message.offset if held else processor.positions[stream] - 1
+            try:
+                highwater = consumer.highwater(tp)
+            except (KeyError, AssertionError, AttributeError):
+                highwater = None
+            idle[stream] = highwater is not None and last + 1 >= highwater
+        return idle[0], idle[1]
+
+    def _applied(self, partitions: set[int]) -> list[faust.EventT[bytes]]:
+        """Events of these partitions now applied: released from `_held` for acking."""
+        done = []
+        for partition in partitions:
+            processor = self.processors.get(partition)
+            if processor is None:
+                continue
+            for topic, stream in self._streams.items():
+                held = self._held.get((topic, partition))
+                while held and held[0].message.offset < processor.positions[stream]:
+                    done.append(held.popleft())
+        return done
+
+    async def _emit(self, output: Output) -> list[Awaitable[Any]]:
         send = self.app.producer.send
         pending = []
-        for alert in output.alerts:
+        room = self._message_room
+        for publication in publications(
+            output,
+            self.guard,
+            self.counters,
+            alerts_topic=self.names.alerts,
+            dead_letters_topic=self.names.dead_letters,
+            room=lambda key: max(0, min(self._max_bytes, room - len(key or b""))),
+        ):
             pending.append(
                 await send(
-                    self.names.alerts,
-                    alert.key.encode(),
-                    orjson.dumps(alert.event),
+                    publication.topic,
+                    publication.key,
+                    publication.value,
                     None,
                     None,
-                    ALERT_HEADERS,
+                    publication.headers,
                 )
             )
-        self.counters.alerts += len(output.alerts)
-        for dead in output.dead_letters:
-            _, _, _, topic, partition, offset = dead.record
-            _identity, value, headers = deadletters.record(dead, self._max_bytes)
-            key = keys.get((topic or "", partition, offset))
-            pending.append(await send(self.names.dead_letters, key, value, None, None, headers))
-        self.counters.dead_letters += len(output.dead_letters)
         return pending
 
-    async def _write_state(self, task: PartitionTask) -> list[Awaitable[Any]]:
+    async def _write_state(self, processor: PartitionProcessor) -> list[Awaitable[Any]]:
         send = self.app.producer.send
-        changes = task.monitor.take_changes()
         return [
-            await send(self.names.state, key, value, task.partition, None, headers)
-            for key, value, headers in self.changelog.records(changes, tuple(task.offsets))
+            await send(self.names.state, key, value, processor.partition, None, headers)
+            for key, value, headers in processor.checkpoint()
         ]
 
     # --- state -------------------------------------------------------------------------------
     async def _restore(self, partitions: list[int]) -> None:
         loop = asyncio.get_running_loop()
-        committed, restored = await loop.run_in_executor(None, self._read_state, partitions)
+        committed, state = await loop.run_in_executor(None, self._read_state, partitions)
         for partition in partitions:
-            items = restored.get(partition, {})
-            items.pop(RUNTIME_KEY, None)  # the confluent-kafka runtime's bookkeeping
-            monitor = Monitor(self.config, source=self.config.kafka.group_id)
-            monitor.restore(items.items())
-            self.tasks[partition] = PartitionTask(partition, monitor, list(committed[partition]))
-        log.info("recovered partitions=%s", partitions)
+            self.processors[partition] = self._build(partition, state, committed[partition])
+        keys = sum(len(self.processors[p].monitor.keys) for p in partitions)
+        log.info("recovered partitions=%s keys=%d", partitions, keys)
 
-    def _read_state(
-        self, partitions: list[int]
-    ) -> tuple[dict[int, tuple[int, ...]], dict[int, dict[str, Any]]]:
+    def _build(self, partition: int, state: StateRead, committed: Tag) -> PartitionProcessor:
+        """Every batch checkpoints, and events are acked only after: the state accepted is
+        the one of the committed offsets, so processing goes on from there."""
+        tag = state.state_tag(partition)
+        monitor = Monitor(self.settings, source=self.config.kafka.group_id)
+        if tag is None:
+            writer = PartitionWriter(self.codec, partition)
+            return PartitionProcessor(
+                partition, monitor, writer, positions=(committed[0], committed[1])
+            )
+        if tag != committed:
+            log.warning(
+                "partition %d: state reflects offsets %s, the group committed %s",
+                partition,
+                tag,
+                committed,
+            )
+        restored = state.restored(partition)
+        for changes in restored.changes:
+            monitor.restore(changes)
+        merge = restored.processor.get("merge") or (0, 0)
+        return PartitionProcessor(
+            partition,
+            monitor,
+            restored.writer,
+            positions=(committed[0], committed[1]),
+            merge_times=(int(merge[0]), int(merge[1])),
+        )
+
+    def _read_state(self, partitions: list[int]) -> tuple[dict[int, Tag], StateRead]:
         """Blocking (run in an executor): the group's committed offsets, then the state they fix."""
         consumer = Consumer(
             reader_settings(self.config, "offsets", **{"group.id": self.app.conf.id})
@@ -254,19 +321,22 @@ class FaustMonitor:
             wanted = [TopicPartition(t, p) for p in partitions for t in self._streams]
             offsets = {
                 (tp.topic, tp.partition): max(tp.offset, 0)
-                for tp in consumer.committed(wanted, timeout=30)
+                for tp in committed_offsets(consumer, wanted)
             }
         finally:
             consumer.close()
         committed = {p: tuple(offsets[(t, p)] for t in self._streams) for p in partitions}
-        restored = self.changelog.restore(reader_settings(self.config, "restore"), committed)
-        return committed, restored
+        state = self.changelog.read(
+            reader_settings(self.config, "restore"), StateRead(committed, self.changelog.check)
+        )
+        return committed, state
 
     async def _on_revoked(self, app: faust.App, revoked: set[Any], **kwargs: Any) -> None:
         """Forget revoked partitions: whoever gets them next restores them from the changelog."""
         for tp in revoked:
             if tp.topic in self._streams:
-                self.tasks.pop(tp.partition, None)
+                self.processors.pop(tp.partition, None)
+                self._held.pop((tp.topic, tp.partition), None)
 
 
 def install(

@@ -44,6 +44,7 @@ class OutputCounts(Protocol):
 
     dead_letters: int
     suppressed: int
+    replayed: int
 
 
 class LabelCap:
@@ -72,11 +73,15 @@ class MonitorTally:
         "detector_updates",
         "invalid",
         "join",
+        "overflow",
         "quiet",
+        "unscorable",
     )
 
     def __init__(self) -> None:
         self.invalid: dict[str, int] = {}
+        self.overflow: dict[str, int] = {}
+        self.unscorable = 0
         self.detector_updates = 0
         self.quiet = 0
         self.join: dict[str, int] = {}
@@ -157,6 +162,27 @@ class Metrics:
             "Alerts and dead letters not re-emitted because a predecessor had published them.",
             registry=r,
         )
+        self.outputs_replayed = Counter(
+            "stream_monitor_outputs_replayed",
+            "Outputs of input processed again after a restore (published before): left out.",
+            registry=r,
+        )
+        self.overflow = Counter(
+            "stream_monitor_overflow",
+            "What a bound (limits.*) turned away: new keys, features, over-long feature names.",
+            ["what"],
+            registry=r,
+        )
+        self.unscorable = Counter(
+            "stream_monitor_unscorable_pairs",
+            "Joined pairs of a regression model whose prediction or label is not a number.",
+            registry=r,
+        )
+        self.state_rejected = Counter(
+            "stream_monitor_state_records_rejected",
+            "Changelog records that did not verify, left out (state.on_invalid_record: skip).",
+            registry=r,
+        )
         self.batch_seconds = Histogram(
             "stream_monitor_batch_duration_seconds",
             "Time to process one consumed batch.",
@@ -229,7 +255,7 @@ class Metrics:
             "stream_monitor_build_info", "Version of the running monitor.", ["version"], registry=r
         )
         info.labels(__version__).set(1)
-        self._outputs_seen = [0, 0]  # dead letters, suppressed
+        self._outputs_seen = [0, 0, 0]  # dead letters, suppressed, replayed
         self._lag_seen: set[tuple[str, str]] = set()
         self._detector_seen: set[tuple[str, str, str, str]] = set()
 
@@ -258,6 +284,9 @@ class Metrics:
         if outputs.suppressed > seen[1]:
             self.outputs_suppressed.inc(outputs.suppressed - seen[1])
             seen[1] = outputs.suppressed
+        if outputs.replayed > seen[2]:
+            self.outputs_replayed.inc(outputs.replayed - seen[2])
+            seen[2] = outputs.replayed
 
     def report_monitor(self, monitor: Monitor, tally: MonitorTally) -> None:
         """Add what `monitor` counted since the last report for it."""
@@ -270,9 +299,17 @@ class Metrics:
         if counters.detector_updates > tally.detector_updates:
             self.detector_updates.inc(counters.detector_updates - tally.detector_updates)
             tally.detector_updates = counters.detector_updates
-        if counters.suppressed > tally.quiet:
-            self.detections_in_cooldown.inc(counters.suppressed - tally.quiet)
-            tally.quiet = counters.suppressed
+        if counters.in_cooldown > tally.quiet:
+            self.detections_in_cooldown.inc(counters.in_cooldown - tally.quiet)
+            tally.quiet = counters.in_cooldown
+        for what, count in counters.overflow.items():
+            before = tally.overflow.get(what, 0)
+            if count > before:
+                self.overflow.labels(what).inc(count - before)
+                tally.overflow[what] = count
+        if counters.unscorable > tally.unscorable:
+            self.unscorable.inc(counters.unscorable - tally.unscorable)
+            tally.unscorable = counters.unscorable
         self._report_join(monitor.join.counters, tally)
 
     def _report_join(self, join: JoinCounters, tally: MonitorTally) -> None:
@@ -360,6 +397,15 @@ class Metrics:
         """
         try:
             stats = orjson.loads(payload)
+            import os as _os
+
+            with open(f"/tmp/statsdebug-{_os.getpid()}.log", "a") as _f:
+                for _t, _ts in stats.get("topics", {}).items():
+                    for _p, _ps in _ts.get("partitions", {}).items():
+                        if _p != "-1":
+                            _f.write(
+                                f"{stats.get('time')} {_t[-8:]} {_p} fetch_state={_ps.get('fetch_state')} fetchq={_ps.get('fetchq_cnt')} app_offset={_ps.get('app_offset')} next_offset={_ps.get('next_offset')} hi={_ps.get('hi_offset')} ls={_ps.get('ls_offset')}\n"
+                            )
             seen: set[tuple[str, str]] = set()
             for topic, topic_stats in stats.get("topics", {}).items():
                 for partition, partition_stats in topic_stats.get("partitions", {}).items():

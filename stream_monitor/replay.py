@@ -1,16 +1,17 @@
-"""Offline replay: JSON Lines files through the same core, no Kafka.
+"""Offline replay: JSON Lines files through the same processor as Kafka, without Kafka.
 
-Files hold one event per line, or `kcat -J` envelopes (the event in `payload`). The two files are
-merged by event timestamp, predictions before labels on ties; a line without a timestamp keeps its
-place after the previous line of its file. In alerts, `source_position` names the file (as topic)
-and the 1-based line number (as offset).
+Files hold one event per line, or `kcat -J` envelopes (the event in `payload`). Each event goes to
+the partition its model would have on Kafka (the Java client's murmur2 of the model name, over
+`kafka.partitions`), and each partition's predictions and labels are merged exactly as the Kafka
+runtime merges them (`processing.merge`): by event time, predictions first on ties, each file's
+order kept. So replay gives the alerts, with the same ids, that `run` gives on the same events.
+In alerts, `source_position` names the file (as topic), that partition, and the 1-based line.
 """
 
 from __future__ import annotations
 
-import contextlib
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -18,10 +19,17 @@ from typing import IO, Any
 import orjson
 
 from stream_monitor.config import Config
-from stream_monitor.core.events import LABEL, PREDICTION, EventError, parse_timestamp
-from stream_monitor.core.monitor import Alert, DeadLetter, Monitor, Record
+from stream_monitor.core.events import LABEL, PREDICTION, Record
+from stream_monitor.core.monitor import Alert, DeadLetter, Monitor
+from stream_monitor.core.settings import MonitorSettings
+from stream_monitor.core.state import StateCodec
+from stream_monitor.partitioning import partition_for
+from stream_monitor.processing.changelog import PartitionWriter
+from stream_monitor.processing.merge import LABELS, PREDICTIONS
+from stream_monitor.processing.partition import PartitionProcessor
 
-_KIND_ORDER = {PREDICTION: 0, LABEL: 1}
+# Replay writes no state: its writer only needs a codec to exist.
+_NO_STATE = StateCodec(b"replay-writes-no-state-records")
 
 
 @dataclass
@@ -44,9 +52,8 @@ def _unwrap(line: bytes) -> Any:
     return obj
 
 
-def read_events(path: Path, kind: str) -> Iterator[tuple[tuple[int, int, int], Record]]:
-    """(sort key, record) per line. Lines that are not JSON become records the core rejects."""
-    last_time = -(2**62)
+def read_events(path: Path, kind: str) -> Iterator[tuple[Any, Record]]:
+    """(model or None, record) per line. Lines that are not JSON become records the core rejects."""
     name = path.name
     with path.open("rb") as handle:
         for number, line in enumerate(handle, start=1):
@@ -57,18 +64,51 @@ def read_events(path: Path, kind: str) -> Iterator[tuple[tuple[int, int, int], R
                 value: Any = _unwrap(line)
             except orjson.JSONDecodeError:
                 value = line  # the core classifies it (malformed JSON, not UTF-8, ...)
-            if isinstance(value, dict) and value.get("timestamp") is not None:
-                with contextlib.suppress(EventError):  # the core reports it
-                    last_time = parse_timestamp(value["timestamp"])
-            yield (last_time, _KIND_ORDER[kind], number), (kind, value, None, name, 0, number)
+            model = value.get("model") if isinstance(value, dict) else None
+            yield model, Record(kind, value, None, name, 0, number)
 
 
-def merged(predictions: Path, labels: Path | None) -> list[Record]:
-    keyed = list(read_events(predictions, PREDICTION))
+Streams = dict[int, tuple[list[Record], list[Record]]]
+
+
+def partitioned(predictions: Path, labels: Path | None, partitions: int) -> Streams:
+    """Per partition, its predictions and its labels, each in file order.
+
+    An event goes where Kafka would put it when keyed by its model; one whose model cannot be
+    read goes to partition 0 (it only yields a dead letter).
+    """
+    streams: Streams = {p: ([], []) for p in range(partitions)}
+    sources = [(predictions, PREDICTION, PREDICTIONS)]
     if labels is not None:
-        keyed.extend(read_events(labels, LABEL))
-    keyed.sort(key=lambda item: item[0])
-    return [record for _, record in keyed]
+        sources.append((labels, LABEL, LABELS))
+    for path, kind, stream in sources:
+        for model, record in read_events(path, kind):
+            partition = (
+                partition_for(model.encode(), partitions) if type(model) is str and model else 0
+            )
+            streams[partition][stream].append(record._replace(partition=partition))
+    return streams
+
+
+def run(
+    settings: MonitorSettings,
+    streams: Streams,
+    *,
+    source: str | None = None,
+    monitor: Callable[[MonitorSettings], Monitor] = Monitor,
+) -> list[tuple[PartitionProcessor, list[Alert], list[DeadLetter]]]:
+    """Every partition through its processor: (processor, alerts, dead letters) per partition."""
+    results = []
+    for partition, (predictions, labels) in sorted(streams.items()):
+        made = monitor(settings)
+        if source is not None:
+            made.source = source
+        processor = PartitionProcessor(partition, made, PartitionWriter(_NO_STATE, partition))
+        processor.add(PREDICTIONS, predictions)
+        processor.add(LABELS, labels)
+        output = processor.process((True, True))  # both files are read to their end
+        results.append((processor, output.alerts, output.dead_letters))
+    return results
 
 
 def replay(
@@ -77,17 +117,25 @@ def replay(
     labels: Path | None,
     output: IO[bytes],
     errors: IO[str] = sys.stderr,
-    batch_size: int = 5000,
+    partitions: int | None = None,
 ) -> ReplaySummary:
-    monitor = Monitor(config)
+    """Replay files and write each alert (CloudEvents JSON) as a line, in event-time order."""
+    streams = partitioned(predictions, labels, partitions or config.kafka.partitions)
     summary = ReplaySummary()
-    records = merged(predictions, labels)
-    for start in range(0, len(records), batch_size):
-        result = monitor.process(records[start : start + batch_size])
-        _write_alerts(result.alerts, output, summary)
-        _report_bad(result.dead_letters, errors, summary)
-    summary.events = dict(monitor.counters.events)
-    summary.joins = monitor.join.counters.as_dict()
+    alerts: list[tuple[str, int, int, Alert]] = []
+    joins: dict[str, int] = {}
+    for processor, found, dead_letters in run(config.monitor_settings(), streams):
+        counters = processor.monitor.counters
+        for kind, count in counters.events.items():
+            summary.events[kind] += count
+        for name, count in processor.monitor.join.counters.as_dict().items():
+            joins[name] = joins.get(name, 0) + count
+        for index, alert in enumerate(found):
+            alerts.append((alert.event.get("time") or "", processor.partition, index, alert))
+        _report_bad(dead_letters, errors, summary)
+    alerts.sort(key=lambda item: item[:3])
+    _write_alerts([alert for *_, alert in alerts], output, summary)
+    summary.joins = joins
     return summary
 
 
@@ -100,7 +148,9 @@ def _write_alerts(alerts: list[Alert], output: IO[bytes], summary: ReplaySummary
 
 
 def _report_bad(dead_letters: list[DeadLetter], errors: IO[str], summary: ReplaySummary) -> None:
-    for dead in dead_letters:
+    for dead in sorted(dead_letters, key=lambda d: (d.record.topic or "", d.record.offset)):
         summary.bad_lines += 1
-        _, _, _, name, _, line = dead.record
-        errors.write(f"{name}:{line}: skipped ({dead.error.reason}): {dead.error.message}\n")
+        record = dead.record
+        errors.write(
+            f"{record.topic}:{record.offset}: skipped ({dead.error.reason}): {dead.error.message}\n"
+        )

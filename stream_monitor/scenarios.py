@@ -19,7 +19,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from stream_monitor.core.alerts import format_time
+from stream_monitor.core.events import format_time
 
 BASE_TIME_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 

@@ -1,12 +1,16 @@
-"""Redaction of secrets (SASL passwords, SSL keys, signing keys) before anything is logged or printed."""
+"""Redaction of secrets (SASL passwords, SSL keys, signing keys, HTTP credentials) before anything
+is logged or printed."""
 
 from __future__ import annotations
 
 import re
 from typing import Any
+from urllib.parse import urlsplit
 
 SECRET_KEY = re.compile(
-    r"(password|secret|token|credential|signing_key|private|\.key$|key\.pem|jaas)", re.I
+    r"(password|secret|token|credential|signing_key|private|\.key$|key\.pem|jaas"
+    r"|authorization|api[-_]?key|cookie)",
+    re.I,
 )
 REDACTED = "***"
 
@@ -23,7 +27,37 @@ def redact(value: Any, name: str = "") -> Any:
         return [redact(item, name) for item in value]
     if name and is_secret(name) and value not in (None, ""):
         return REDACTED
+    if name == "url" and isinstance(value, str):
+        return display_url(value)
     return value
+
+
+def display_url(url: str) -> str:
+    """Scheme, host and port only: webhook URLs carry tokens in their path, query or user info
+    (a Slack incoming-webhook URL is itself the credential)."""
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    rest = "/..." if (parts.path not in ("", "/") or parts.query or parts.username) else ""
+    return f"{parts.scheme}://{host}{port}{rest}"
+
+
+def url_secrets(url: str) -> list[str]:
+    """The parts of a URL that must never reach a log line: the whole URL, its query, password."""
+    parts = urlsplit(url)
+    found = [url]
+    if parts.query:
+        found.append(parts.query)
+    if parts.password:
+        found.append(parts.password)
+    if parts.path not in ("", "/") and parts.path.count("/") > 1:
+        found.append(parts.path)
+    return found
 
 
 def secret_values(value: Any, name: str = "") -> list[str]:

@@ -17,8 +17,9 @@ import orjson
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from stream_monitor.core.alerts import describe
-from stream_monitor.kafka import KafkaRuntimeError, deadletters
+from stream_monitor.kafka import KafkaRuntimeError
 from stream_monitor.kafka.settings import LIBRDKAFKA_LOGGER
+from stream_monitor.processing import deadletters
 
 OFFSET_BEGINNING = -2
 OFFSET_END = -1

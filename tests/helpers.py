@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from stream_monitor.config import Config, build_config
-from stream_monitor.core.monitor import Monitor, Record
+from stream_monitor.core.events import Record
+from stream_monitor.core.monitor import Monitor
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,8 +29,14 @@ def prediction(i: int, model: str = "m", **fields: Any) -> dict[str, Any]:
     return event
 
 
+# Event times in the valid range (2000..2100): 2026-01-01T00:00:00Z, plus an index.
+T0 = 1_767_225_600_000
+
+
 def records(kind: str, events: list[Any], topic: str = "t", partition: int = 0) -> list[Record]:
-    return [(kind, event, None, topic, partition, offset) for offset, event in enumerate(events)]
+    return [
+        Record(kind, event, None, topic, partition, offset) for offset, event in enumerate(events)
+    ]
 
 
 def config(**data: Any) -> Config:
@@ -37,7 +44,7 @@ def config(**data: Any) -> Config:
 
 
 def monitor(**data: Any) -> Monitor:
-    return Monitor(config(**data))
+    return Monitor(config(**data).monitor_settings())
 
 
 def alert_schema() -> dict[str, Any]:
@@ -56,3 +63,35 @@ def run_cli(
         timeout=timeout,
         env={**os.environ, "COLUMNS": "200", **(env or {})},
     )
+
+
+STATE_KEY = b"0123456789abcdef-test-key"
+
+
+def through_changelog(monitor: Monitor, partition: int = 0) -> Monitor:
+    """A new Monitor restored from `monitor`'s whole state, sent through signed changelog
+    records and back (the bytes path a restart takes), verifying every record."""
+    from stream_monitor.core.state import StateCodec
+    from stream_monitor.processing.changelog import (
+        InvalidRecords,
+        PartitionWriter,
+        RecordCheck,
+        encode_tag,
+        restore,
+    )
+
+    codec = StateCodec(STATE_KEY)
+    writer = PartitionWriter(codec, partition)
+    join = monitor.join
+    live = [(key, join.dump_entry(key)) for key in (*join.predictions, *join.labels)]
+    check = RecordCheck(codec, InvalidRecords("stop"))
+    latest: dict[bytes, tuple[bytes | None, bytes]] = {}
+    for key, value, headers in writer.records(
+        monitor.snapshot(), {}, (0, 0), lambda: live, len(live)
+    ):
+        assert check.tag_of(partition, key, value, headers, "test") == (0, 0)
+        latest[key] = (value, encode_tag((0, 0)))
+    restored = Monitor(monitor.settings, source=monitor.source)
+    for changes in restore(codec, partition, latest).changes:
+        restored.restore(changes)
+    return restored

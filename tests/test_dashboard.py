@@ -8,6 +8,7 @@ import re
 import yaml
 from prometheus_client import generate_latest
 
+from stream_monitor.forward.metrics import ForwardMetrics
 from stream_monitor.metrics import Metrics
 from tests.helpers import ROOT
 
@@ -37,7 +38,8 @@ def exposed_metrics(exposition: str) -> set[str]:
 def test_every_metric_the_dashboard_queries_is_exposed() -> None:
     queried = queried_metrics()
     assert len(queried) >= 20
-    missing = queried - exposed_metrics(generate_latest(Metrics().registry).decode())
+    exposition = generate_latest(Metrics().registry) + generate_latest(ForwardMetrics().registry)
+    missing = queried - exposed_metrics(exposition.decode())
     assert not missing
 
 

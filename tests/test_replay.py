@@ -7,8 +7,9 @@ from pathlib import Path
 
 import orjson
 
+from stream_monitor.core.events import decode
 from stream_monitor.scenarios import Scenario, generate
-from tests.helpers import run_cli
+from tests.helpers import T0, run_cli
 
 CHANGE = 3000
 
@@ -62,7 +63,7 @@ def test_replay_finds_both_changes_after_their_change_points_and_nothing_on_the_
 
 
 def test_replay_reads_kcat_envelopes_and_reports_bad_lines_by_number(tmp_path: Path) -> None:
-    good = {"prediction_id": "a", "model": "m", "prediction": 1, "timestamp": 1000}
+    good = {"prediction_id": "a", "model": "m", "prediction": 1, "timestamp": T0 + 1000}
     lines = [
         orjson.dumps(
             {
@@ -75,11 +76,12 @@ def test_replay_reads_kcat_envelopes_and_reports_bad_lines_by_number(tmp_path: P
         ),
         b"{not json",
         orjson.dumps({"prediction_id": "b", "model": "m"}),
-        orjson.dumps(dict(good, prediction_id="c", timestamp=2000)),
+        orjson.dumps(dict(good, prediction_id="c", timestamp=T0 + 2000)),
     ]
     (tmp_path / "p.jsonl").write_bytes(b"\n".join(lines) + b"\n")
     write_jsonl(
-        tmp_path / "l.jsonl", [{"prediction_id": "a", "model": "m", "label": 0, "timestamp": 1500}]
+        tmp_path / "l.jsonl",
+        [{"prediction_id": "a", "model": "m", "label": 0, "timestamp": T0 + 1500}],
     )
     result = run_cli(
         "replay", "--predictions", str(tmp_path / "p.jsonl"), "--labels", str(tmp_path / "l.jsonl")
@@ -94,25 +96,43 @@ def test_replay_reads_kcat_envelopes_and_reports_bad_lines_by_number(tmp_path: P
     assert result.stdout == ""
 
 
-def test_merge_orders_by_timestamp_predictions_first_on_ties(tmp_path: Path) -> None:
-    from stream_monitor.replay import merged
+def test_each_partition_merges_by_timestamp_predictions_first_on_ties(tmp_path: Path) -> None:
+    from stream_monitor.processing.merge import LABELS, PREDICTIONS, StreamMerge
+    from stream_monitor.replay import partitioned
 
+    def event(pid: str, model: str, time: int | None) -> dict[str, object]:
+        row: dict[str, object] = {"prediction_id": pid, "model": model, "prediction": 1}
+        return row if time is None else {**row, "timestamp": T0 + time}
+
+    # credit and churn land on different partitions of 4 (the Java client's murmur2).
     write_jsonl(
         tmp_path / "p.jsonl",
         [
-            {"prediction_id": "a", "timestamp": 10},
-            {"prediction_id": "b", "timestamp": 20},
-            {"prediction_id": "c"},
+            event("a", "credit", 10),
+            event("f", "churn", 5),
+            event("b", "credit", 20),
+            event("c", "credit", None),
         ],
     )
     write_jsonl(
         tmp_path / "l.jsonl",
-        [{"prediction_id": "a", "timestamp": 10}, {"prediction_id": "x", "timestamp": 15}],
+        [{**event("a", "credit", 10), "label": 1}, {**event("x", "credit", 15), "label": 1}],
     )
+    streams = partitioned(tmp_path / "p.jsonl", tmp_path / "l.jsonl", 4)
+    assert {p: (len(a), len(b)) for p, (a, b) in streams.items() if a or b} == {
+        2: (3, 2),
+        1: (1, 0),
+    }
+    merge = StreamMerge()
+    predictions, labels = streams[2]
+    for stream, records in ((PREDICTIONS, predictions), (LABELS, labels)):
+        for record in records:
+            merge.add(stream, record, decode(record))
     order = [
-        (r[0][0], r[1]["prediction_id"]) for r in merged(tmp_path / "p.jsonl", tmp_path / "l.jsonl")
+        (stream, record.value["prediction_id"]) for stream, record, _ in merge.drain((True, True))
     ]
-    assert order == [("p", "a"), ("l", "a"), ("l", "x"), ("p", "b"), ("p", "c")]
+    # the untimed prediction "c" keeps its place after "b" (it takes b's time)
+    assert order == [(0, "a"), (1, "a"), (1, "x"), (0, "b"), (0, "c")]
 
 
 def test_example_config_raises_nothing_on_stationary_data(tmp_path: Path) -> None:

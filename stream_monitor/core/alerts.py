@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import math
-from datetime import datetime, timezone
 from typing import Any
+
+from stream_monitor.core.events import format_time
 
 ALERT_TYPE = "stream_monitor.drift_detected"
 
@@ -24,13 +25,6 @@ def alert_id(key_id: str, signal_kind: str, signal: str, rule: str, observations
         f"{key_id}\x1f{signal_kind}\x1f{signal}\x1f{rule}\x1f{observations}".encode()
     ).hexdigest()
     return f"{digest[:8]}-{digest[8:12]}-{digest[12:16]}-{digest[16:20]}-{digest[20:32]}"
-
-
-def format_time(time_ms: int | None) -> str | None:
-    if time_ms is None:
-        return None
-    moment = datetime.fromtimestamp(time_ms / 1000, tz=timezone.utc)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def severity(stats: dict[str, Any], signal_kind: str) -> str:

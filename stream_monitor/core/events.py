@@ -7,8 +7,8 @@ type checks with `type(x) is`, slotted records, and exceptions only for the (rar
 from __future__ import annotations
 
 import math
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timezone
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -19,6 +19,11 @@ LABEL = "label"
 
 DEFAULT_MAX_EVENT_BYTES = 1_048_576
 MAX_STRING_FIELD = 1024
+# Event times must fall in [2000-01-01, 2100-01-01): an integer outside it is almost always epoch
+# seconds, microseconds or nanoseconds sent as milliseconds, and one such event must not move the
+# join's clock by millennia (nor crash formatting: datetime stops at year 9999).
+MIN_TIME_MS = 946_684_800_000
+MAX_TIME_MS = 4_102_444_800_000
 # Larger magnitudes are finite but unmonitorable: their squares and sums in the detectors' running
 # statistics overflow to infinity, which the (JSON) state changelog cannot hold.
 MAX_MAGNITUDE = 1e100
@@ -72,6 +77,24 @@ class UnknownEventKind(EventError):
 
 
 Scalar = float | int | bool | str
+
+
+class Record(NamedTuple):
+    """One input record as a runtime hands it over: what it is, and where it was read.
+
+    `value` is the raw bytes (or already decoded JSON); `timestamp_ms` the Kafka record's time
+    (None when there is none); `topic`, `partition` and `offset` its position (in replay: the file
+    name, the partition its model would have on Kafka, and the line number); `key` its Kafka key
+    (a dead letter keeps it).
+    """
+
+    kind: str
+    value: bytes | str | dict[str, Any]
+    timestamp_ms: int | None
+    topic: str | None
+    partition: int
+    offset: int
+    key: bytes | None = None
 
 
 class Prediction:
@@ -258,10 +281,13 @@ def _too_large(field: str, obj: dict[str, Any]) -> InvalidValue:
 def parse_timestamp(
     value: object, field: str = "timestamp", obj: dict[str, Any] | None = None
 ) -> int:
-    """RFC 3339 string or integer epoch milliseconds -> epoch milliseconds."""
+    """RFC 3339 string or integer epoch milliseconds -> epoch milliseconds, within the bounds."""
     kind = type(value)
     if kind is int:
-        return value  # type: ignore[return-value]
+        millis: int = value  # type: ignore[assignment]
+        if MIN_TIME_MS <= millis < MAX_TIME_MS:
+            return millis
+        raise InvalidValue(_out_of_range(field, millis), field, obj)
     if kind is str:
         text: str = value  # type: ignore[assignment]
         if text.endswith(("Z", "z")):
@@ -276,13 +302,52 @@ def parse_timestamp(
             raise InvalidValue(
                 f"field '{field}' needs a UTC offset (RFC 3339), got {value!r}", field, obj
             )
-        return int(parsed.timestamp() * 1000)
+        try:
+            millis = int(parsed.timestamp() * 1000)
+        except (OverflowError, ValueError):
+            millis = -1
+        if MIN_TIME_MS <= millis < MAX_TIME_MS:
+            return millis
+        raise InvalidValue(
+            f"field '{field}' is {value!r}, outside 2000-01-01 .. 2100-01-01", field, obj
+        )
     raise WrongType(
         f"field '{field}' must be an RFC 3339 string or integer epoch milliseconds, "
         f"got {_json_type(value)}",
         field,
         obj,
     )
+
+
+# What an out-of-range integer most likely is, by its magnitude: (low, high, unit).
+_LIKELY_UNITS = (
+    (MIN_TIME_MS // 1000, MAX_TIME_MS // 1000, "seconds"),
+    (MIN_TIME_MS * 1000, MAX_TIME_MS * 1000, "microseconds"),
+    (MIN_TIME_MS * 1_000_000, MAX_TIME_MS * 1_000_000, "nanoseconds"),
+)
+
+
+def _out_of_range(field: str, millis: int) -> str:
+    message = f"field '{field}' is {millis}, outside 2000-01-01 .. 2100-01-01 in epoch milliseconds"
+    for low, high, unit in _LIKELY_UNITS:
+        if low <= millis < high:
+            return f"{message} (it looks like epoch {unit}: send milliseconds)"
+    return message
+
+
+def record_time(timestamp_ms: int | None) -> int | None:
+    """A Kafka record's timestamp as a fallback event time: None when absent or out of bounds."""
+    if timestamp_ms is not None and MIN_TIME_MS <= timestamp_ms < MAX_TIME_MS:
+        return timestamp_ms
+    return None
+
+
+def format_time(time_ms: int | None) -> str | None:
+    """Epoch milliseconds as RFC 3339 UTC with milliseconds (`2026-01-01T00:00:00.000Z`)."""
+    if time_ms is None:
+        return None
+    moment = datetime.fromtimestamp(time_ms / 1000, tz=timezone.utc)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _time(obj: dict[str, Any], fallback_ms: int | None) -> int | None:
@@ -335,6 +400,7 @@ def decode_prediction(
     fallback_time_ms: int | None = None,
     max_bytes: int = DEFAULT_MAX_EVENT_BYTES,
 ) -> Prediction:
+    """A validated prediction; `fallback_time_ms` is its time when it carries none."""
     obj = parse_json(value, max_bytes)
     return Prediction(
         _required_string(obj, "prediction_id"),
@@ -353,6 +419,7 @@ def decode_label(
     fallback_time_ms: int | None = None,
     max_bytes: int = DEFAULT_MAX_EVENT_BYTES,
 ) -> Label:
+    """A validated label; `fallback_time_ms` is its time when it carries none."""
     obj = parse_json(value, max_bytes)
     return Label(
         _required_string(obj, "prediction_id"),
@@ -363,3 +430,19 @@ def decode_label(
         model_version=_optional_string(obj, "model_version"),
         segment=_segment(obj),
     )
+
+
+Decoded = Prediction | Label | EventError
+
+
+def decode(record: Record, max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> Decoded:
+    """A record's event, or the error that says why it cannot be used (never raises it)."""
+    fallback = record_time(record.timestamp_ms)
+    try:
+        if record.kind == PREDICTION:
+            return decode_prediction(record.value, fallback, max_bytes)
+        if record.kind == LABEL:
+            return decode_label(record.value, fallback, max_bytes)
+        raise UnknownEventKind(f"unknown event kind {record.kind!r}")
+    except EventError as error:
+        return error

@@ -106,8 +106,15 @@ class LabelJoin:
         self.predictions: dict[JoinKey, Pending] = {}
         self.labels: dict[JoinKey, WaitingLabel] = {}
         self.counters = JoinCounters()
-        # Keys whose entry was added or removed since the last `take_changes()`, for the changelog.
-        self.changed: set[JoinKey] = set()
+        # Keys whose entry was added or removed since the last `take_changes()`, for the
+        # changelog, in the order of their last change: replaying the changes in that order
+        # rebuilds both queues in the same order (which eviction and expiry depend on).
+        self.changed: dict[JoinKey, None] = {}
+
+    def _changed(self, key: JoinKey) -> None:
+        changed = self.changed
+        changed.pop(key, None)
+        changed[key] = None
 
     def _too_old(self, earlier_ms: int | None, later_ms: int | None) -> bool:
         ttl = self.ttl_ms
@@ -122,7 +129,7 @@ class LabelJoin:
         """Store a prediction; return the label that was already waiting for it, if any."""
         waiting = self.labels.pop(key, None)
         if waiting is not None:
-            self.changed.add(key)
+            self._changed(key)
             if self._too_old(pending.time_ms, waiting.time_ms) or self._too_old(
                 waiting.time_ms, pending.time_ms
             ):
@@ -138,14 +145,14 @@ class LabelJoin:
             self._evict_oldest(predictions)
             self.counters.evicted_predictions += 1
         predictions[key] = pending
-        self.changed.add(key)
+        self._changed(key)
         return None
 
     def add_label(self, key: JoinKey, label: WaitingLabel) -> Pending | None:
         """Match a label with its prediction; park it if the prediction has not arrived yet."""
         pending = self.predictions.pop(key, None)
         if pending is not None:
-            self.changed.add(key)
+            self._changed(key)
             if self._too_old(pending.time_ms, label.time_ms):
                 self.counters.late_labels += 1
                 return None
@@ -159,18 +166,18 @@ class LabelJoin:
             self._evict_oldest(labels)
             self.counters.evicted_labels += 1
         labels[key] = label
-        self.changed.add(key)
+        self._changed(key)
         return None
 
     def _evict_oldest(self, queue: dict[JoinKey, Any]) -> None:
         oldest = next(iter(queue))
         del queue[oldest]
-        self.changed.add(oldest)
+        self._changed(oldest)
 
     def discard_prediction(self, key: JoinKey) -> None:
         """Forget a pending prediction whose label arrived carrying the prediction itself."""
         if self.predictions.pop(key, None) is not None:
-            self.changed.add(key)
+            self._changed(key)
 
     def expire(self, watermark_ms: int | None) -> None:
         """Drop entries older than the TTL relative to the newest event time seen."""
@@ -192,7 +199,8 @@ class LabelJoin:
                 expired.append(key)
             for key in expired:
                 del queue[key]
-            changed.update(expired)
+                changed.pop(key, None)
+                changed[key] = None
             if is_prediction:
                 counters.expired_predictions += len(expired)
             else:
@@ -209,12 +217,19 @@ class LabelJoin:
             return ["l", waiting.label, waiting.time_ms]
         return None
 
-    def load_entry(self, key: JoinKey, data: list[Any]) -> None:
+    def load_entry(self, key: JoinKey, data: list[Any] | None) -> None:
+        """Apply one changelog entry: a prediction or label waiting, or (None) neither."""
+        self.predictions.pop(key, None)
+        self.labels.pop(key, None)
+        if data is None:
+            return
         if data[0] == "p":
             self.predictions[key] = Pending(data[1], data[2], data[3])
-        else:
+        elif data[0] == "l":
             self.labels[key] = WaitingLabel(data[1], data[2])
+        else:
+            raise ValueError(f"unknown join entry kind {data[0]!r}")
 
-    def take_changes(self) -> set[JoinKey]:
-        changed, self.changed = self.changed, set()
-        return changed
+    def take_changes(self) -> list[JoinKey]:
+        changed, self.changed = self.changed, {}
+        return list(changed)

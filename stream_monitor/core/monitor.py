@@ -1,8 +1,11 @@
-"""`Monitor.process(records) -> Output`: the whole monitoring logic, pure and deterministic.
+"""`Monitor`: signals -> detectors -> alert policy for the events of one input partition.
 
-Runtimes (Kafka, Faust, replay) hand it records as plain tuples and act on its output. Time comes
-in as data (the event's timestamp, else the Kafka timestamp); the same records in the same order
-always give the same alerts with the same ids and the same state.
+Pure and deterministic: the same events in the same order give the same alerts with the same ids
+and the same state. Time comes in as data (the event's timestamp, else the record's). The order
+of the two input streams is decided before events reach the monitor (`processing.merge`), and
+everything here that depends on time depends on the events applied so far, never on how they
+were cut into batches: the join's clock advances in fixed blocks of events and expires entries
+at fixed points of the sequence.
 """
 
 from __future__ import annotations
@@ -10,22 +13,22 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from stream_monitor.config import Config
 from stream_monitor.core.alerts import build_alert
-from stream_monitor.core.detectors import DetectorRule
 from stream_monitor.core.events import (
     LABEL,
     MAX_MAGNITUDE,
     PREDICTION,
+    Decoded,
     EventError,
     Label,
     Prediction,
-    UnknownEventKind,
+    Record,
     WrongType,
-    decode_label,
-    decode_prediction,
+    decode,
+    record_time,
 )
 from stream_monitor.core.join import JoinKey, LabelJoin, Pending, WaitingLabel
+from stream_monitor.core.settings import MonitorSettings
 from stream_monitor.core.signals import (
     DATA_QUALITY,
     FEATURE,
@@ -38,29 +41,29 @@ from stream_monitor.core.signals import (
     Track,
     resolve_plan,
 )
-from stream_monitor.core.signals import (
-    PREDICTION as PREDICTION_SIGNAL,
-)
+from stream_monitor.core.signals import PREDICTION as PREDICTION_SIGNAL
+from stream_monitor.core.state import StateChanges
 from stream_monitor.errors import StateError
 
-# (kind, value, kafka timestamp ms | None, topic | None, partition, offset)
-Record = tuple[str, Any, "int | None", "str | None", int, int]
-
 _EMPTY: dict[str, Any] = {}
-META_KEY = "meta"
-KEY_PREFIX = "k:"
-JOIN_PREFIX = "j:"
-_JOIN_SEPARATOR = "\x1f"
+# The join's clock (its watermark) is the smallest event time of each block of this many timed
+# events, so that one event with a wild (but valid) timestamp cannot move it; it never goes back.
+WATERMARK_BLOCK = 64
+# Expired join entries are dropped every this many blocks: finding them costs a pass from the
+# front of the queues, which is cheap only when it is rare (see `LabelJoin.expire`).
+EXPIRY_EVERY_BLOCKS = 64
 
 
 class Alert:
-    """An alert ready to publish: the CloudEvent and the monitor key to partition it by."""
+    """An alert ready to publish: the CloudEvent, the monitor key to partition it by, and the
+    input record that triggered it."""
 
-    __slots__ = ("event", "key")
+    __slots__ = ("event", "key", "record")
 
-    def __init__(self, key: str, event: dict[str, Any]) -> None:
+    def __init__(self, key: str, event: dict[str, Any], record: Record | None = None) -> None:
         self.key = key
         self.event = event
+        self.record = record
 
     @property
     def id(self) -> str:
@@ -88,87 +91,122 @@ class Output:
 class MonitorCounters:
     """Cumulative counts a runtime turns into metrics (diffed once per batch, not per event)."""
 
-    __slots__ = ("alerts", "detector_updates", "events", "invalid", "suppressed", "unmonitored")
+    __slots__ = (
+        "alerts",
+        "detector_updates",
+        "events",
+        "in_cooldown",
+        "invalid",
+        "overflow",
+        "unmonitored",
+        "unscorable",
+    )
 
     def __init__(self) -> None:
         self.events = {PREDICTION: 0, LABEL: 0}
         self.invalid: dict[str, int] = {}
         self.detector_updates = 0
         self.alerts: dict[tuple[str, str], int] = {}  # (signal kind, detector) -> count
-        self.suppressed = 0  # detections inside a cooldown
+        self.in_cooldown = 0  # detections inside a cooldown, not alerted
         self.unmonitored = 0  # valid events of models no rule matches
-
-
-def join_state_key(key: JoinKey) -> str:
-    return f"{JOIN_PREFIX}{key[0]}{_JOIN_SEPARATOR}{key[1]}"
+        # what a bound of `Limits` turned away: "keys", "features", "feature_names"
+        self.overflow: dict[str, int] = {}
+        # joined pairs of a regression model whose prediction or label is not a number, found
+        # when the prediction arrived after its label (the label itself was valid on its own)
+        self.unscorable = 0
 
 
 class Monitor:
-    """Signals -> detectors -> alert policy, per monitor key, over decoded or raw events."""
+    """Signals -> detectors -> alert policy, per monitor key, over the events of one partition."""
 
-    def __init__(self, config: Config, *, source: str | None = None) -> None:
-        self.config = config
-        self.source = source or config.alerts.source
-        self.rules: dict[str, DetectorRule] = config.detector_rules()
+    def __init__(self, settings: MonitorSettings, *, source: str | None = None) -> None:
+        self.settings = settings
+        self.source = source or settings.source
         self.keys: dict[str, KeyState] = {}
         self.join = LabelJoin(
-            ttl_ms=config.join.ttl,
-            max_pending_predictions=config.join.max_pending_predictions,
-            max_pending_labels=config.join.max_pending_labels,
+            ttl_ms=settings.join_ttl_ms,
+            max_pending_predictions=settings.max_pending_predictions,
+            max_pending_labels=settings.max_pending_labels,
         )
         self.counters = MonitorCounters()
         self.watermark_ms: int | None = None
+        self._block_min: int | None = None  # smallest time of the current watermark block
+        self._block_size = 0
+        self._blocks = 0  # completed blocks, for the expiry cadence
         self._plans: dict[str, ModelPlan | None] = {}
-        self._by_version = config.key_by.model_version
-        self._segment_fields = tuple(config.key_by.segment)
-        self._max_bytes = config.events.max_bytes
-        self._cooldown = config.alerts.cooldown
-        self._dirty: set[KeyState] = set()
+        self._by_version = settings.key_by_version
+        self._segment_fields = settings.key_by_segment
+        self._max_bytes = settings.max_event_bytes
+        self._cooldown = settings.cooldown
+        self._limits = settings.limits
+        self._dirty: dict[str, KeyState] = {}
         self._meta_dirty = False
-        # Context of the event being processed, read only when an alert is built.
+        # Context of the event being applied, read only when an alert is built.
         self._record: Record | None = None
         self._time_ms: int | None = None
         self._output = Output()
 
     # --- processing ------------------------------------------------------------------------
     def process(self, records: Iterable[Record]) -> Output:
-        output = self._output = Output()
-        counters = self.counters
+        """Decode and apply records in the order given (runtimes merge their streams first)."""
+        self.begin()
         max_bytes = self._max_bytes
-        on_prediction = self._on_prediction
-        on_label = self._on_label
-        seen_predictions = seen_labels = 0
         for record in records:
-            kind = record[0]
-            self._record = record
-            try:
-                if kind == PREDICTION:
-                    seen_predictions += 1
-                    on_prediction(decode_prediction(record[1], record[2], max_bytes))
-                elif kind == LABEL:
-                    seen_labels += 1
-                    on_label(decode_label(record[1], record[2], max_bytes))
-                else:
-                    raise UnknownEventKind(f"unknown event kind {kind!r}")
-            except EventError as error:
-                self._on_invalid(record, error)
-        counters.events[PREDICTION] += seen_predictions
-        counters.events[LABEL] += seen_labels
-        self.join.expire(self.watermark_ms)
+            self.apply(record, decode(record, max_bytes))
+        return self.end()
+
+    def begin(self) -> None:
+        """Start collecting the output of the events applied next."""
+        self._output = Output()
+
+    def end(self) -> Output:
+        """The alerts and dead letters of the events applied since `begin`."""
         self._record = None
+        output, self._output = self._output, Output()
         return output
+
+    def apply(self, record: Record, event: Decoded) -> None:
+        """One event (already decoded: `core.events.decode`), or the error that rejected it."""
+        self._record = record
+        try:
+            if type(event) is Prediction:
+                self.counters.events[PREDICTION] += 1
+                self._on_prediction(event)
+            elif type(event) is Label:
+                self.counters.events[LABEL] += 1
+                self._on_label(event)
+            else:
+                assert isinstance(event, EventError)
+                if record.kind in (PREDICTION, LABEL):
+                    self.counters.events[record.kind] += 1
+                self._on_invalid(record, event)
+        except EventError as error:  # found while scoring a joined pair (regression labels)
+            self._on_invalid(record, error)
 
     def _advance(self, time_ms: int | None) -> None:
         self._time_ms = time_ms
-        if time_ms is not None and (self.watermark_ms is None or time_ms > self.watermark_ms):
-            self.watermark_ms = time_ms
-            self._meta_dirty = True
+        if time_ms is None:
+            return
+        self._meta_dirty = True
+        block_min = self._block_min
+        if block_min is None or time_ms < block_min:
+            self._block_min = block_min = time_ms
+        self._block_size += 1
+        if self._block_size < WATERMARK_BLOCK:
+            return
+        self._block_size = 0
+        self._block_min = None
+        self._blocks += 1
+        if self.watermark_ms is None or block_min > self.watermark_ms:
+            self.watermark_ms = block_min
+        if self._blocks % EXPIRY_EVERY_BLOCKS == 0:
+            self.join.expire(self.watermark_ms)
 
     def _plan(self, model: str) -> ModelPlan | None:
         try:
             return self._plans[model]
         except KeyError:
-            plan = self._plans[model] = resolve_plan(self.config, self.rules, model)
+            plan = self._plans[model] = resolve_plan(self.settings, model)
             return plan
 
     def key_id(self, model: str, version: str | None, segment: dict[str, str] | None) -> str:
@@ -192,6 +230,10 @@ class Monitor:
         if state is None:
             plan = self._plan(model)
             if plan is None:
+                self.counters.unmonitored += 1
+                return None
+            if len(self.keys) >= self._limits.max_keys:
+                self._overflow("keys")
                 return None
             kept_segment = {
                 name: (segment or _EMPTY).get(name, "") for name in self._segment_fields
@@ -199,14 +241,17 @@ class Monitor:
             state = self.keys[key_id] = KeyState(
                 key_id, model, version if self._by_version else None, kept_segment, plan
             )
-        self._dirty.add(state)
+        self._dirty[key_id] = state
         return state
+
+    def _overflow(self, what: str) -> None:
+        overflow = self.counters.overflow
+        overflow[what] = overflow.get(what, 0) + 1
 
     def _on_prediction(self, event: Prediction) -> None:
         self._advance(event.time_ms)
         state = self._key_state(event.model, event.model_version, event.segment)
         if state is None:
-            self.counters.unmonitored += 1
             return
         observe = self._observe
         if state.invalid is not None:
@@ -234,16 +279,19 @@ class Monitor:
 
         # features and their data quality
         features = event.features or _EMPTY
+        known = state.features
         present = 0
-        for feature_name, slot in state.features.items():
+        for feature_name, slot in known.items():
             raw = features.get(feature_name)
             if raw is not None:
                 present += 1
             self._feature(state, feature_name, slot, raw)
         if present < len(features):
             for feature_name, raw in features.items():
-                if feature_name not in state.features:
-                    self._feature(state, feature_name, state.add_feature(feature_name), raw)
+                if feature_name not in known:
+                    added = self._new_feature(state, feature_name)
+                    if added is not None:
+                        self._feature(state, feature_name, added, raw)
 
         # join with its label
         if state.plan.joins:
@@ -252,7 +300,20 @@ class Monitor:
                 join_key, Pending(state.id, event.prediction, event.time_ms)
             )
             if waiting is not None:
-                self._performance(state, event.prediction, waiting.label)
+                try:
+                    self._performance(state, event.prediction, waiting.label)
+                except WrongType:  # the label's fault, and the label is long gone
+                    self.counters.unscorable += 1
+
+    def _new_feature(self, state: KeyState, name: str) -> FeatureSlot | None:
+        limits = self._limits
+        if len(name) > limits.max_feature_name:
+            self._overflow("feature_names")
+            return None
+        if len(state.features) >= limits.max_features:
+            self._overflow("features")
+            return None
+        return state.add_feature(name)
 
     def _feature(self, state: KeyState, name: str, slot: FeatureSlot, raw: Any) -> None:
         kind = type(raw)
@@ -282,7 +343,6 @@ class Monitor:
             # A label that carries its prediction needs no join.
             state = self._key_state(event.model, event.model_version, event.segment)
             if state is None:
-                self.counters.unmonitored += 1
                 return
             self.join.discard_prediction(join_key)
             self._performance(state, event.prediction, event.label)
@@ -296,7 +356,7 @@ class Monitor:
         state = self.keys.get(pending.key_id)
         if state is None:  # its key state was lost; nothing to attribute the error to
             return
-        self._dirty.add(state)
+        self._dirty[state.id] = state
         self._performance(state, pending.prediction, event.label)
 
     def _performance(self, state: KeyState, prediction: Any, label: Any) -> None:
@@ -331,8 +391,8 @@ class Monitor:
         self._output.dead_letters.append(DeadLetter(record, error))
         partial = error.partial
         # invalid_rate follows the predictions stream only: mixing in label events would make its
-        # observation counts (and so alert ids) depend on how the two topics interleave.
-        if partial is None or record[0] != PREDICTION:
+        # observation counts depend on how the two streams were merged.
+        if partial is None or record.kind != PREDICTION:
             return
         model = partial.get("model")
         if type(model) is not str or not model:
@@ -343,7 +403,7 @@ class Monitor:
             segment = None
         state = self._key_state(model, version if type(version) is str else None, segment)
         if state is not None and state.invalid is not None:
-            self._time_ms = record[2]
+            self._time_ms = record_time(record.timestamp_ms)
             self._observe(state, state.invalid, 1.0)
 
     def _observe(self, state: KeyState, signal: Signal, value: float) -> None:
@@ -362,7 +422,7 @@ class Monitor:
 
     def _drifted(self, state: KeyState, signal: Signal, track: Track) -> None:
         if track.seen <= track.quiet_until:
-            self.counters.suppressed += 1
+            self.counters.in_cooldown += 1
             track.reset_window()
             return
         track.quiet_until = track.seen + self._cooldown
@@ -370,7 +430,9 @@ class Monitor:
         track.reset_window()
         rule = track.rule
         record = self._record
-        position = (record[3], record[4], record[5]) if record is not None and record[3] else None
+        position = (
+            (record.topic, record.partition, record.offset) if record and record.topic else None
+        )
         event = build_alert(
             source=self.source,
             key_id=state.id,
@@ -391,11 +453,11 @@ class Monitor:
         counters = self.counters.alerts
         counter_key = (signal.kind, rule.type.name)
         counters[counter_key] = counters.get(counter_key, 0) + 1
-        self._output.alerts.append(Alert(state.id, event))
+        self._output.alerts.append(Alert(state.id, event, record))
 
     def _likely_causes(self, state: KeyState) -> list[dict[str, Any]]:
         """The features of this key whose recent mean moved furthest from their baseline."""
-        minimum = self.config.alerts.likely_cause_min_shift
+        minimum = self.settings.likely_cause_min_shift
         moved = []
         for name, slot in state.features.items():
             if slot.values is None:
@@ -411,59 +473,58 @@ class Monitor:
                 "baseline_mean": _round(signal.baseline),
                 "recent_mean": _round(signal.recent),
             }
-            for _, name, shift, signal in moved[: self.config.alerts.max_likely_causes]
+            for _, name, shift, signal in moved[: self.settings.max_likely_causes]
         ]
 
     # --- state -----------------------------------------------------------------------------
-    def snapshot(self) -> dict[str, Any]:
-        """The whole state as plain data, one entry per key: monitor keys, join entries, meta."""
-        items: dict[str, Any] = {META_KEY: self._dump_meta()}
-        for key_id, state in self.keys.items():
-            items[KEY_PREFIX + key_id] = state.dump()
-        for join_key in (*self.join.predictions, *self.join.labels):
-            items[join_state_key(join_key)] = self.join.dump_entry(join_key)
-        return items
+    def snapshot(self) -> StateChanges:
+        """The whole state as plain data: metadata, every key, every pending join entry."""
+        join = self.join
+        keys: dict[str, dict[str, Any] | None] = {
+            key_id: state.dump() for key_id, state in self.keys.items()
+        }
+        return StateChanges(
+            meta=self._dump_meta(),
+            keys=keys,
+            join=[(key, join.dump_entry(key)) for key in (*join.predictions, *join.labels)],
+        )
 
-    def take_changes(self) -> dict[str, Any]:
-        """Only what changed since the last call; None values are deletions (tombstones)."""
-        items: dict[str, Any] = {}
-        if self._meta_dirty:
-            items[META_KEY] = self._dump_meta()
-            self._meta_dirty = False
-        for state in self._dirty:
-            items[KEY_PREFIX + state.id] = state.dump()
-        self._dirty = set()
-        for join_key in self.join.take_changes():
-            items[join_state_key(join_key)] = self.join.dump_entry(join_key)
-        return items
+    def take_changes(self) -> StateChanges:
+        """Only what changed since the last call, in the order it changed (None: deleted)."""
+        meta = self._dump_meta() if self._meta_dirty else None
+        self._meta_dirty = False
+        keys: dict[str, dict[str, Any] | None] = {
+            key_id: state.dump() for key_id, state in self._dirty.items()
+        }
+        self._dirty = {}
+        join = self.join
+        entries = [(key, join.dump_entry(key)) for key in join.take_changes()]
+        return StateChanges(meta=meta, keys=keys, join=entries)
 
     def _dump_meta(self) -> dict[str, Any]:
-        return {"watermark_ms": self.watermark_ms}
+        return {
+            "watermark_ms": self.watermark_ms,
+            "block": [self._block_min, self._block_size, self._blocks],
+        }
 
-    def restore(self, items: Iterable[tuple[str, Any]]) -> None:
-        """Load state written by `snapshot()`/`take_changes()` (latest value per key wins)."""
-        join_entries: list[tuple[JoinKey, list[Any]]] = []
-        for key, data in items:
-            if data is None:
-                continue
-            try:
-                if key == META_KEY:
-                    self.watermark_ms = data.get("watermark_ms")
-                elif key.startswith(KEY_PREFIX):
-                    self._restore_key(key[len(KEY_PREFIX) :], data)
-                elif key.startswith(JOIN_PREFIX):
-                    model, _, prediction_id = key[len(JOIN_PREFIX) :].partition(_JOIN_SEPARATOR)
-                    join_entries.append(((model, prediction_id), data))
+    def restore(self, changes: StateChanges) -> None:
+        """Apply state written by `snapshot()` / `take_changes()`; in order, they rebuild it."""
+        try:
+            if changes.meta is not None:
+                self.watermark_ms = changes.meta["watermark_ms"]
+                self._block_min, self._block_size, self._blocks = changes.meta["block"]
+            for key_id, data in changes.keys.items():
+                if data is None:
+                    self.keys.pop(key_id, None)
                 else:
-                    raise StateError(f"unknown state key {key!r}")
-            except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
-                raise StateError(f"state for {key!r} is not understood: {exc!r}") from exc
-        # Oldest first, so that eviction and expiry keep working from the front of the queues.
-        join_entries.sort(key=lambda item: item[1][-1] if item[1][-1] is not None else -1)
-        for join_key, data in join_entries:
-            self.join.load_entry(join_key, data)
+                    self._restore_key(key_id, data)
+            join = self.join
+            for join_key, entry in changes.join:
+                join.load_entry(join_key, entry)
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+            raise StateError(f"state is not understood: {exc!r}") from exc
         self.join.take_changes()
-        self._dirty = set()
+        self._dirty = {}
         self._meta_dirty = False
 
     def _restore_key(self, key_id: str, data: dict[str, Any]) -> None:
@@ -522,3 +583,6 @@ def _is_number(value: Any) -> bool:
 
 def _round(value: Any) -> Any:
     return round(value, 6) if type(value) is float else value
+
+
+__all__ = ["Alert", "DeadLetter", "JoinKey", "Monitor", "MonitorCounters", "Output", "Record"]

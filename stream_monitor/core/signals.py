@@ -13,9 +13,9 @@ from __future__ import annotations
 import fnmatch
 from typing import Any
 
-from stream_monitor.config import Config, ModelRule
 from stream_monitor.core.calibration import Reference, Scaler
 from stream_monitor.core.detectors import DetectorRule
+from stream_monitor.core.settings import ModelSettings, MonitorSettings
 
 PERFORMANCE = "performance"
 PREDICTION = "prediction"
@@ -45,19 +45,21 @@ class ModelPlan:
         "task",
     )
 
-    def __init__(self, rule: ModelRule, config: Config, rules: dict[str, DetectorRule]) -> None:
-        self.task = rule.task
-        self.positive_class = rule.positive_class
-        self.include = frozenset(rule.features.include) or None
-        self.exclude = frozenset(rule.features.exclude)
+    def __init__(self, model: ModelSettings, settings: MonitorSettings) -> None:
+        rules = settings.rules
+        self.task = model.task
+        self.positive_class = model.positive_class
+        self.include = frozenset(model.include) or None
+        self.exclude = frozenset(model.exclude)
         self.kinds: dict[str, tuple[DetectorRule, ...]] = {}
         for kind in (PERFORMANCE, PREDICTION, FEATURE, DATA_QUALITY):
-            names = getattr(rule.signals, kind)
+            names = model.signals.get(kind)
             if names is None:
-                names = getattr(config.signals, kind) or []
+                names = settings.signals.get(kind, ())
             self.kinds[kind] = tuple(rules[name] for name in names)
         self.overrides = {
-            signal: tuple(rules[name] for name in names) for signal, names in rule.overrides.items()
+            signal: tuple(rules[name] for name in names)
+            for signal, names in model.overrides.items()
         }
         self._cache: dict[tuple[str, str], tuple[DetectorRule, ...]] = {}
         # Only hold predictions for a label when some performance signal will use the pair.
@@ -78,11 +80,11 @@ class ModelPlan:
         return (self.include is None or name in self.include) and name not in self.exclude
 
 
-def resolve_plan(config: Config, rules: dict[str, DetectorRule], model: str) -> ModelPlan | None:
+def resolve_plan(settings: MonitorSettings, model: str) -> ModelPlan | None:
     """The first model rule whose glob matches; None when no rule monitors this model."""
-    for rule in config.models:
+    for rule in settings.models:
         if fnmatch.fnmatchcase(model, rule.match):
-            return ModelPlan(rule, config, rules)
+            return ModelPlan(rule, settings)
     return None
 
 

@@ -1,18 +1,21 @@
-"""Signed, data-only state records: safe to read back from a topic that others can write to.
+"""State as plain data, and the signed, data-only bytes it travels in.
 
-Two formats, both read back:
-- b"SM1" + HMAC-SHA256(key, payload) + payload, where payload is orjson. Written for records that
-  hold no bytes (join entries, metadata): the cheapest for small records.
-- b"SM2" + HMAC-SHA256(key, body) + body, for records holding bytes values (river's ADWIN windows):
-  body = JSON length (4 bytes, big-endian) + JSON + the bytes values, one after another, each
-  referred to in the JSON as {"$bytes": [start, length]}. Raw bytes instead of base64 text: a key's
-  state is a fifth smaller and cheaper to write, and with many keys every checkpoint writes
-  thousands of them. (zlib on top made records 3x smaller but encoding 3x slower, and the producer
-  compresses batches with lz4 in its own thread anyway.)
+`StateChanges` is what a `Monitor` hands out (`snapshot()`, `take_changes()`) and takes back
+(`restore()`): metadata, monitor keys, and join entries in the order they changed.
 
-The signature is checked before anything is parsed, and parsing never constructs
-arbitrary objects, so a tampered or forged record is rejected with a clear error instead of being
-executed.
+`StateCodec` turns one piece of it into the value of a changelog record:
+b"SM3" + HMAC-SHA256(key, what is signed) + body, where the body is a JSON length (4 bytes,
+big-endian), the JSON, then the bytes values it refers to as {"$bytes": [start, length]} (river's
+ADWIN windows, carried raw instead of as base64 text). What is signed is the body together with
+the record's key and a context the reader knows independently (the processing layer passes the
+partition and the input offsets the record reflects): a valid value moved to another key, another
+partition or another point of the input does not verify. A deletion (a tombstone: no value) is
+signed too, in a header (`tombstone_signature`).
+
+The signature is checked before anything is parsed, and parsing never constructs arbitrary
+objects: a tampered, forged or unsigned record is rejected with a clear error instead of being
+executed. Records of earlier formats (SM1, SM2: the value alone was signed) are rejected the same
+way.
 """
 
 from __future__ import annotations
@@ -20,19 +23,35 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from stream_monitor.errors import StateError
 
-MAGIC = b"SM1"
-MAGIC_FRAMED = b"SM2"
+MAGIC = b"SM3"
+_TOMBSTONE = b"SM3-deleted"
+_OLD_FORMATS = (b"SM1", b"SM2")
 _DIGEST = hashlib.sha256
-_SIGNATURE_BYTES = 32
-_PREFIX = len(MAGIC) + _SIGNATURE_BYTES
-_LENGTH = struct.Struct(">I")  # of the JSON in an SM2 body
+SIGNATURE_BYTES = 32
+_PREFIX = len(MAGIC) + SIGNATURE_BYTES
+_LENGTH = struct.Struct(">I")
 BYTES_MARKER = "$bytes"
+
+JoinEntry = tuple[tuple[str, str], "list[Any] | None"]
+
+
+@dataclass
+class StateChanges:
+    """State (or a change of it) as plain data. `None` values are deletions."""
+
+    meta: dict[str, Any] | None = None
+    keys: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    join: list[JoinEntry] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return self.meta is not None or bool(self.keys) or bool(self.join)
 
 
 class StateCodec:
@@ -45,7 +64,13 @@ class StateCodec:
             raise StateError("the state signing key must be at least 16 bytes")
         self._key = key
 
-    def encode(self, data: Any) -> bytes:
+    def _mac(self, kind: bytes, key: bytes, context: bytes, body: bytes) -> bytes:
+        signed = b"".join(
+            (kind, _LENGTH.pack(len(key)), key, _LENGTH.pack(len(context)), context, body)
+        )
+        return hmac.digest(self._key, signed, _DIGEST)
+
+    def encode(self, key: bytes, data: Any, context: bytes) -> bytes:
         blobs: list[bytes] = []
         size = 0
 
@@ -59,36 +84,65 @@ class StateCodec:
             return ref
 
         payload = orjson.dumps(data, default=out_of_band)
-        if not blobs:
-            return MAGIC + hmac.digest(self._key, payload, _DIGEST) + payload
-        body = _LENGTH.pack(len(payload)) + payload + b"".join(blobs)
-        return MAGIC_FRAMED + hmac.digest(self._key, body, _DIGEST) + body
+        body = b"".join((_LENGTH.pack(len(payload)), payload, *blobs))
+        return MAGIC + self._mac(MAGIC, key, context, body) + body
 
-    def decode(self, blob: bytes) -> Any:
-        magic = blob[: len(MAGIC)]
-        if magic != MAGIC and magic != MAGIC_FRAMED:
-            raise StateError("state record has an unknown format (missing SM1/SM2 header)")
+    def encode_json(self, key: bytes, payload: bytes, context: bytes) -> bytes:
+        """`encode` for a payload that is already JSON (and holds no bytes values)."""
+        body = _LENGTH.pack(len(payload)) + payload
+        return MAGIC + self._mac(MAGIC, key, context, body) + body
+
+    def decode(self, key: bytes, blob: bytes, context: bytes) -> Any:
+        """Verify, then parse (raises StateError on either)."""
+        self.verify(key, blob, context)
+        return self.parse(blob)
+
+    def verify(self, key: bytes, blob: bytes, context: bytes) -> None:
+        magic = bytes(blob[: len(MAGIC)])
+        if magic in _OLD_FORMATS:
+            raise StateError(
+                f"state record is in the {magic.decode()} format of an earlier version, whose "
+                "signature does not cover its key and position"
+            )
+        if magic != MAGIC:
+            raise StateError("state record has an unknown format (no SM3 header)")
         signature = blob[len(MAGIC) : _PREFIX]
         body = blob[_PREFIX:]
-        expected = hmac.digest(self._key, body, _DIGEST)
-        if not hmac.compare_digest(signature, expected):
+        if not hmac.compare_digest(signature, self._mac(MAGIC, key, context, body)):
             raise StateError(
-                "state record signature does not match: the record was tampered with "
+                "state record signature does not match: the record was tampered with, moved, "
                 "or signed with another key (check state.signing_key)"
             )
+
+    @staticmethod
+    def parse(blob: bytes) -> Any:
+        """The data of a record `verify` accepted (never call it on an unverified one)."""
         try:
-            if magic == MAGIC:
-                return orjson.loads(body)
-            return _unframe(body)
+            return _unframe(blob[_PREFIX:])
         except orjson.JSONDecodeError as exc:
             raise StateError(f"state record payload is not valid JSON: {exc}") from exc
         except (struct.error, TypeError, ValueError) as exc:
             raise StateError(f"state record body is not understood: {exc}") from exc
 
+    def tombstone_signature(self, key: bytes, context: bytes) -> bytes:
+        """What a deletion of `key` carries in its header, to be accepted."""
+        return self._mac(_TOMBSTONE, key, context, b"")
+
+    def check_tombstone(self, key: bytes, signature: bytes | None, context: bytes) -> None:
+        if signature is None:
+            raise StateError("state deletion (tombstone) is not signed")
+        if not hmac.compare_digest(signature, self.tombstone_signature(key, context)):
+            raise StateError(
+                "state deletion (tombstone) signature does not match: it was forged, moved, "
+                "or signed with another key (check state.signing_key)"
+            )
+
 
 def _unframe(body: bytes) -> Any:
     (length,) = _LENGTH.unpack_from(body)
     start = _LENGTH.size + length
+    if start > len(body):
+        raise ValueError("the JSON length runs past the end of the record")
     data = orjson.loads(body[_LENGTH.size : start])
     return _resolve(data, memoryview(body)[start:])
 
@@ -104,7 +158,7 @@ def _resolve(value: Any, blobs: memoryview) -> Any:
         ref = value.get(BYTES_MARKER)
         if ref is not None and len(value) == 1:
             offset, length = ref
-            if offset + length > len(blobs):
+            if offset < 0 or length < 0 or offset + length > len(blobs):
                 raise ValueError("a bytes value lies beyond the end of the record")
             return bytes(blobs[offset : offset + length])
         for key, item in value.items():

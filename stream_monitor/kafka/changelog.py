@@ -1,9 +1,10 @@
-"""The state changelog: per input partition, only the keys changed since the last commit.
+"""Reading the state changelog back from Kafka: to its real end, verified, within committed offsets.
 
-Every state record carries, in a header, the input offsets it reflects (the offsets committed in
-the same transaction or commit). A restore accepts a record only when those offsets are not beyond
-the group's committed offsets, so state written by a run that crashed before committing (or leaked
-by a broker that failed to abort its transaction) is never counted twice.
+Each record is verified as it is read (`processing.changelog.RecordCheck`), so a forged record can
+never replace a genuine one, and kept only when its tag (the input offsets it reflects) is not
+beyond the group's committed offsets: state written by a run that crashed before committing (or
+leaked by a broker that failed to abort its transaction) is never counted. The record layout and
+how a partition's state is rebuilt from the accepted records live in `processing.changelog`.
 """
 
 from __future__ import annotations
@@ -11,34 +12,24 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
-from stream_monitor.core.state import StateCodec
-from stream_monitor.errors import StateError
 from stream_monitor.kafka import KafkaRuntimeError
+from stream_monitor.processing.changelog import (
+    PROCESSOR_KEY,
+    RecordCheck,
+    Restored,
+    Tag,
+    decode_tag,
+    restore,
+    within,
+)
 
 log = logging.getLogger(__name__)
-
-OFFSETS_HEADER = "stream_monitor-offsets"
-RUNTIME_KEY = "runtime"
-
-Tag = tuple[int, ...]
-
-
-def encode_tag(tag: Tag) -> bytes:
-    return ",".join(str(value) for value in tag).encode()
-
-
-def decode_tag(raw: bytes | None) -> Tag | None:
-    if not raw:
-        return None
-    try:
-        return tuple(int(part) for part in raw.decode().split(","))
-    except ValueError:
-        return None
+_BEGINNING = -2
 
 
 def read_to_end(
@@ -90,45 +81,37 @@ def read_to_end(
     return ends
 
 
-def within(tag: Tag | None, limit: Tag) -> bool:
-    """A state record counts only if the offsets it reflects were all committed."""
-    return (
-        tag is not None
-        and len(tag) == len(limit)
-        and all(t <= c for t, c in zip(tag, limit, strict=True))
-    )
-
-
 class StateRead:
-    """Per partition, the latest record of each key whose tag is within the limits.
+    """Per partition, the latest verified record of each key whose tag is within the limits.
 
     Records beyond the limits are counted, not kept: `fits` tells whether the read is still
     exactly what reading with other limits would have given, so it can be continued, not redone.
     """
 
-    def __init__(self, limits: dict[int, Tag]) -> None:
+    def __init__(self, limits: dict[int, Tag], check: RecordCheck) -> None:
         self.limits = dict(limits)
-        # partition -> key -> (offset, value), keys in the order a full read first accepts them
-        self.latest: dict[int, dict[bytes, tuple[int, bytes | None]]] = {p: {} for p in limits}
+        self.check = check
+        # partition -> key -> (offset, value, raw tag), in the order a full read accepts them
+        self.latest: dict[int, dict[bytes, tuple[int, bytes | None, bytes]]] = {
+            p: {} for p in limits
+        }
         self.beyond: dict[int, list[Tag]] = {p: [] for p in limits}  # tags of records left out
         self.ends: dict[int, int] = {}  # partition -> the offset the read stopped at (EOF)
-        self.skipped = 0  # records never acceptable: no tag, or a tag of another shape
+        self.rejected = 0  # records that do not verify (left out under on_invalid_record=skip)
 
     def add(self, topic: str, message: Message) -> None:
         partition = int(message.partition() or 0)
-        tag = decode_tag(dict(message.headers() or []).get(OFFSETS_HEADER))
-        limit = self.limits[partition]
-        if tag is None or len(tag) != len(limit):
-            self.skipped += 1  # written by a run that never committed: not part of the state
+        offset = int(message.offset() or 0)
+        key, value, headers = message.key(), message.value(), message.headers()
+        tag = self.check.tag_of(partition, key, value, headers, f"{topic}/{partition}@{offset}")
+        if tag is None or key is None:
+            self.rejected += 1
             return
-        if not within(tag, limit):
+        if not within(tag, self.limits[partition]):
             self.beyond[partition].append(tag)
             return
-        key = message.key()
-        offset = int(message.offset() or 0)
-        if key is None:
-            raise StateError(f"state record without a key at {topic}/{partition}@{offset}")
-        self.latest[partition][key] = (offset, message.value())
+        raw_tag = dict(headers or []).get("stream_monitor-offsets", b"")
+        self.latest[partition][key] = (offset, value, raw_tag)
 
     def fits(self, partition: int, limit: Tag) -> bool:
         """Whether `limit` accepts exactly the records these limits accepted.
@@ -141,16 +124,91 @@ class StateRead:
             within(tag, limit) for tag in self.beyond[partition]
         )
 
+    def state_tag(self, partition: int) -> Tag | None:
+        """The offsets the partition's latest accepted checkpoint reflects (None: no state)."""
+        found = self.latest[partition].get(PROCESSOR_KEY)
+        return None if found is None else decode_tag(found[2])
+
+    def restored(self, partition: int) -> Restored:
+        latest = {key: (value, tag) for key, (_, value, tag) in self.latest[partition].items()}
+        return restore(self.check.codec, partition, latest)
+
+
+class Changelog:
+    """Reads partitions of the state changelog, verifying every record."""
+
+    def __init__(self, topic: str, check: RecordCheck) -> None:
+        self.topic = topic
+        self.check = check
+
+    def read(
+        self,
+        settings: dict[str, Any],
+        into: StateRead,
+        starts: dict[int, int] | None = None,
+        timeout: float = 120.0,
+    ) -> StateRead:
+        """Read the partitions of `into` from `starts` (default: the beginning) to their end."""
+        topic = self.topic
+        starts = starts or {}
+        ends = read_to_end(
+            settings,
+            [TopicPartition(topic, p, starts.get(p, _BEGINNING)) for p in into.limits],
+            lambda message: into.add(topic, message),
+            timeout,
+        )
+        into.ends.update((partition, end) for (_, partition), end in ends.items())
+        return into
+
+    def read_after(
+        self,
+        ahead: Prefetch | None,
+        settings: dict[str, Any],
+        committed: dict[int, Tag],
+        timeout: float = 120.0,
+    ) -> tuple[StateRead, set[int]]:
+        """The state within `committed`, continuing a prefetch where it fits.
+
+        Also returns the partitions whose accepted records are exactly the prefetch's (its
+        prepared monitors can be used as they are).
+        """
+        state = StateRead(committed, self.check)
+        starts: dict[int, int] = {}
+        usable: set[int] = set()
+        if ahead is not None and ahead.wait():
+            for partition, limit in committed.items():
+                if partition in ahead.read.ends and ahead.read.fits(partition, limit):
+                    usable.add(partition)
+                    state.latest[partition] = dict(ahead.read.latest[partition])
+                    state.beyond[partition] = list(ahead.read.beyond[partition])
+                    starts[partition] = ahead.read.ends[partition]
+        before = {partition: len(state.latest[partition]) for partition in usable}
+        offsets = {
+            partition: max(
+                (offset for offset, _, _ in state.latest[partition].values()), default=-1
+            )
+            for partition in usable
+        }
+        self.read(settings, state, starts, timeout)
+        unchanged = {
+            partition
+            for partition in usable
+            if len(state.latest[partition]) == before[partition]
+            and max((offset for offset, _, _ in state.latest[partition].values()), default=-1)
+            == offsets[partition]
+        }
+        return state, unchanged
+
 
 class Prefetch:
     """A restore started before the consumer group has assigned partitions.
 
-    A successor's group join waits for the broker to expire its killed predecessor (up to
-    `session.timeout.ms`), longer than reading, verifying and rebuilding 10k keys of state. This
+    A successor's group join waits for the broker to expire its killed predecessor (up to the
+    session timeout), longer than reading, verifying and rebuilding thousands of keys. This
     reads every partition of the changelog meanwhile, against the committed offsets known before
-    the join, and `prepare`s each partition's decoded state (the service builds its `Monitor`).
-    `Changelog.restore_after` then only re-checks against the committed offsets at assignment
-    and reads what was written since. Costs memory for partitions that end up elsewhere.
+    the join, and `prepare`s each partition (the service rebuilds its monitor). At assignment
+    `Changelog.read_after` re-checks against the committed offsets then and reads what was
+    written since. Costs memory for partitions that end up elsewhere (dropped at assignment).
     """
 
     def __init__(
@@ -158,12 +216,11 @@ class Prefetch:
         changelog: Changelog,
         settings: dict[str, Any],
         limits: dict[int, Tag],
-        prepare: Callable[[int, dict[str, Any]], Any],
+        prepare: Callable[[int, StateRead], Any],
         timeout: float = 120.0,
     ) -> None:
         self.changelog = changelog
-        self.read = StateRead(limits)
-        self.decoded: dict[int, dict[bytes, tuple[int, Any]]] = {}  # key -> (offset, data)
+        self.read = StateRead(limits, changelog.check)
         self.prepared: dict[int, Any] = {}
         self._settings = settings
         self._prepare = prepare
@@ -180,24 +237,15 @@ class Prefetch:
         try:
             self.changelog.read(self._settings, self.read, {}, self._timeout)
             read = time.monotonic()
-            decode = self.changelog.codec.decode
-            for partition, latest in self.read.latest.items():
-                self.decoded[partition] = {
-                    key: (offset, None if value is None else decode(value))
-                    for key, (offset, value) in latest.items()
-                }
-            decoded = time.monotonic()
-            for partition, entries in self.decoded.items():
-                self.prepared[partition] = self._prepare(partition, _items(entries))
+            for partition in self.read.limits:
+                self.prepared[partition] = self._prepare(partition, self.read)
             log.info(
-                "prefetched state partitions=%d keys=%d seconds=%.2f read=%.2f decode=%.2f "
-                "prepare=%.2f",
-                len(self.decoded),
-                sum(len(entries) for entries in self.decoded.values()),
+                "prefetched state partitions=%d keys=%d seconds=%.2f read=%.2f prepare=%.2f",
+                len(self.read.limits),
+                sum(len(entries) for entries in self.read.latest.values()),
                 time.monotonic() - started,
                 read - started,
-                decoded - read,
-                time.monotonic() - decoded,
+                time.monotonic() - read,
             )
         except Exception as exc:  # the restore at assignment reads everything again
             self._failed = exc
@@ -209,105 +257,3 @@ class Prefetch:
             log.warning("state prefetch failed (%s): restoring without it", self._failed)
             return False
         return True
-
-
-def _items(entries: dict[bytes, tuple[int, Any]]) -> dict[str, Any]:
-    return {key.decode(): data for key, (_, data) in entries.items() if data is not None}
-
-
-class Changelog:
-    """Writes and restores the monitor state of input partitions through a compacted topic."""
-
-    def __init__(self, topic: str, codec: StateCodec) -> None:
-        self.topic = topic
-        self.codec = codec
-
-    def records(
-        self, changes: dict[str, Any], tag: Tag
-    ) -> Iterable[tuple[bytes, bytes | None, list[tuple[str, bytes]]]]:
-        header = [(OFFSETS_HEADER, encode_tag(tag))]
-        encode = self.codec.encode
-        for key, data in changes.items():
-            yield key.encode(), (None if data is None else encode(data)), header
-
-    def read(
-        self,
-        settings: dict[str, Any],
-        into: StateRead,
-        starts: dict[int, int],
-        timeout: float = 120.0,
-    ) -> None:
-        """Read the partitions of `into` from `starts` (default: the beginning) to their end."""
-        topic = self.topic
-        ends = read_to_end(
-            settings,
-            [TopicPartition(topic, p, starts.get(p, -2)) for p in into.limits],  # -2: beginning
-            lambda message: into.add(topic, message),
-            timeout,
-        )
-        into.ends.update((partition, end) for (_, partition), end in ends.items())
-
-    def restore(
-        self,
-        settings: dict[str, Any],
-        committed: dict[int, Tag],
-        timeout: float = 120.0,
-    ) -> dict[int, dict[str, Any]]:
-        """partition -> key -> data (latest accepted value; deleted keys absent)."""
-        restored, _ = self.restore_after(None, settings, committed, timeout)
-        return restored
-
-    def restore_after(
-        self,
-        ahead: Prefetch | None,
-        settings: dict[str, Any],
-        committed: dict[int, Tag],
-        timeout: float = 120.0,
-    ) -> tuple[dict[int, dict[str, Any]], set[int]]:
-        """As `restore`, continuing a prefetch where it can be used.
-
-        Also returns the partitions whose state is exactly what the prefetch prepared.
-        """
-        started = time.monotonic()
-        usable: set[int] = set()
-        state = StateRead(committed)
-        starts: dict[int, int] = {}
-        if ahead is not None and ahead.wait():
-            for partition, limit in committed.items():
-                if partition in ahead.decoded and ahead.read.fits(partition, limit):
-                    usable.add(partition)
-                    state.latest[partition] = ahead.read.latest[partition]
-                    state.beyond[partition] = ahead.read.beyond[partition]
-                    starts[partition] = ahead.read.ends[partition]
-            if usable:
-                state.skipped += ahead.read.skipped
-        self.read(settings, state, starts, timeout)
-        restored: dict[int, dict[str, Any]] = {}
-        unchanged: set[int] = set()
-        decode = self.codec.decode
-        for partition, latest in state.latest.items():
-            known = ahead.decoded.get(partition, {}) if ahead and partition in usable else {}
-            items: dict[str, Any] = {}
-            same = partition in usable and len(latest) == len(known)
-            for key, (offset, value) in latest.items():
-                found = known.get(key)
-                if found is not None and found[0] == offset:
-                    data = found[1]
-                else:
-                    same = False
-                    data = None if value is None else decode(value)
-                if data is not None:
-                    items[key.decode()] = data
-            restored[partition] = items
-            if same:
-                unchanged.add(partition)
-        log.info(
-            "restored state partitions=%s keys=%d skipped_uncommitted=%d prefetched=%s "
-            "seconds=%.2f",
-            sorted(committed),
-            sum(len(items) for items in restored.values()),
-            state.skipped + sum(len(later) for later in state.beyond.values()),
-            sorted(usable),
-            time.monotonic() - started,
-        )
-        return restored, unchanged

@@ -1,20 +1,22 @@
-"""`stream-monitor run`: consume predictions and labels, run the core per partition, publish alerts.
+"""`stream-monitor run`: consume predictions and labels, process each partition, publish alerts.
 
-Per commit interval, in exactly-once mode, one Kafka transaction holds the alerts, the dead
-letters, the changed state and the input offsets. In at-least-once mode the same records are
-flushed before the offsets are committed. In both modes, recovery does not trust the broker alone:
-state records carry the input offsets they reflect (restore skips anything beyond the committed
-offsets), and a recovering instance reads the alerts and dead letters already visible since the
-last checkpoint and never emits those ids again.
+The confluent-kafka runtime around `processing.PartitionProcessor`: clients, checkpoints,
+rebalances and probes. Outputs (alerts, dead letters) become visible at the next commit, at most
+`kafka.commit_interval` after them (at once after an alert with `kafka.commit_on_alert`). State
+goes to the changelog less often (`state.checkpoint_interval`), in the same commit; a restore
+reads it back and re-processes the input between it and the committed offsets, without
+publishing again what that input already published. In both guarantees, recovery does not trust
+the broker alone: state records carry the input offsets they reflect, and a recovering instance
+reads the outputs published since the last state checkpoint and never publishes those ids again.
 """
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import logging
 import threading
 import time
-from collections import Counter as Tally
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -27,13 +29,17 @@ from stream_monitor.core.events import (
     PREDICTION,
     EventError,
     MissingField,
+    Record,
     WrongType,
     parse_json,
 )
-from stream_monitor.core.monitor import DeadLetter, Monitor, Output, Record
+from stream_monitor.core.monitor import DeadLetter, Monitor, Output
 from stream_monitor.core.state import StateCodec
-from stream_monitor.kafka import FencedError, KafkaRuntimeError, deadletters
-from stream_monitor.kafka.changelog import RUNTIME_KEY, Changelog, Prefetch, read_to_end
+from stream_monitor.kafka import FencedError, KafkaRuntimeError
+from stream_monitor.kafka.changelog import Changelog, Prefetch, StateRead, read_to_end
+from stream_monitor.kafka.checkpoint import AtLeastOnce, Checkpoint, ExactlyOnce
+from stream_monitor.kafka.offsets import committed_offsets
+from stream_monitor.kafka.recovery import Recovered, Recovery, Visible, paused_gc
 from stream_monitor.kafka.retry import give_up_after, with_retry
 from stream_monitor.kafka.settings import (
     consumer_settings,
@@ -44,52 +50,41 @@ from stream_monitor.kafka.settings import (
 )
 from stream_monitor.kafka.topics import TopicNames
 from stream_monitor.metrics import Metrics, MonitorTally
+from stream_monitor.processing import deadletters
+from stream_monitor.processing.changelog import (
+    DEFAULT_MAX_RECORD_BYTES,
+    InvalidRecords,
+    PartitionWriter,
+    RecordCheck,
+    Tag,
+)
+from stream_monitor.processing.merge import LABELS, PREDICTIONS
+from stream_monitor.processing.outputs import OutputCounters, OutputGuard, publications
+from stream_monitor.processing.partition import PartitionProcessor
 
 log = logging.getLogger(__name__)
 
 ORIGIN_HEADER = "stream_monitor-origin"
-ALERT_HEADERS = [("content-type", b"application/cloudevents+json")]
 _OFFSET_BEGINNING = -2
+# A stream's buffer (records read, waiting for the other stream) past which its partition is
+# paused until the merge catches up.
+MAX_BUFFERED = 50_000
 
 
-class PartitionTask:
-    """The monitor of one input partition, and where its two input streams stand."""
-
-    __slots__ = ("monitor", "offsets", "origins", "partition", "tally")
-
-    def __init__(self, partition: int, monitor: Monitor, offsets: list[int]) -> None:
-        self.partition = partition
-        self.monitor = monitor
-        self.offsets = offsets  # next offset to process: [predictions stream, labels stream]
-        self.origins: dict[str, int] = {}  # repartition mode: last origin offset processed
-        self.tally = MonitorTally()  # how much of the monitor's counters reached the metrics
-
-
-class ServiceCounters:
-    __slots__ = (
-        "alerts",
-        "commits",
-        "consumed",
-        "dead_letters",
-        "duplicates_skipped",
-        "forwarded",
-        "processed",
-        "suppressed",
-    )
+class ServiceCounters(OutputCounters):
+    __slots__ = ("commits", "consumed", "duplicates_skipped", "forwarded", "processed")
 
     def __init__(self) -> None:
+        super().__init__()
         self.consumed = 0
-        self.processed = 0  # records handed to a Monitor
-        self.alerts = 0
-        self.dead_letters = 0
-        self.suppressed = 0  # alerts / dead letters a predecessor had already made visible
+        self.processed = 0  # records applied to a Monitor
         self.duplicates_skipped = 0  # repartitioned records seen twice
         self.forwarded = 0
         self.commits = 0
 
 
 class MonitorService:
-    """The long-running consumer/producer loop around `Monitor`s, one per assigned partition."""
+    """The long-running consume/process/commit loop, one `PartitionProcessor` per partition."""
 
     def __init__(
         self,
@@ -103,65 +98,88 @@ class MonitorService:
     ) -> None:
         self.config = config
         self.kafka = config.kafka
+        self.settings = config.monitor_settings()
         self.names = TopicNames.from_config(config)
         self.exactly_once = self.kafka.processing_guarantee == "exactly_once"
         self.repartition = self.kafka.partitioning == "repartition"
+        self.incremental = self.kafka.group_protocol == "consumer"
         self.stop = stop or threading.Event()
-        self.changelog = Changelog(self.names.state, codec)
+        self.codec = codec
+        self.invalid_state = InvalidRecords(config.state.on_invalid_record)
+        self.changelog = Changelog(self.names.state, RecordCheck(codec, self.invalid_state))
         self.counters = ServiceCounters()
-        self.tasks: dict[int, PartitionTask] = {}
+        self.processors: dict[int, PartitionProcessor] = {}
         self.ready = threading.Event()  # set once assigned partitions are restored
+        self.guard = OutputGuard()
         self._consumer_factory = consumer_factory
         self._producer_factory = producer_factory
         self._consumer: Consumer | None = None
-        self._producer: Producer | None = None
+        self._checkpoint: Checkpoint | None = None
         if self.repartition:
             self._streams = {
-                self.names.repartition_predictions: 0,
-                self.names.repartition_labels: 1,
+                self.names.repartition_predictions: PREDICTIONS,
+                self.names.repartition_labels: LABELS,
             }
             self._forward_to = {
                 self.names.predictions: self.names.repartition_predictions,
                 self.names.labels: self.names.repartition_labels,
             }
         else:
-            self._streams = {self.names.predictions: 0, self.names.labels: 1}
+            self._streams = {self.names.predictions: PREDICTIONS, self.names.labels: LABELS}
             self._forward_to = {}
         self._stream_topics = list(self._streams)
         self._kinds = {topic: (PREDICTION, LABEL)[index] for topic, index in self._streams.items()}
+        self._output_topics = (self.names.alerts, self.names.dead_letters)
+        self._idle: dict[tuple[str, int], bool] = {}  # read to its end, for the merge
+        self._paused: set[tuple[str, int]] = set()
+        self._standby: dict[int, PartitionProcessor] = {}  # revoked, kept in case they return
+        self._recoveries: list[Recovery] = []
+        # restored, waiting for their seeks: partition -> (processor, seeks still to do)
+        self._seeking: dict[int, tuple[PartitionProcessor, list[TopicPartition]]] = {}
+        self._raw_seeks: list[TopicPartition] = []
         self._raw_offsets: dict[tuple[str, int], int] = {}
-        self._positions: dict[str, int] = {}  # "topic/partition" -> next offset after our output
-        self._suppressed: set[str] = set()
-        self._delivery_errors: list[str] = []
-        self._in_transaction = False
-        self._uncommitted = 0
-        self._last_commit = time.monotonic()
-        # Exactly once, an alert is visible only once committed: do not let it wait for the timer.
-        self._commit_on_alert = self.exactly_once and self.kafka.commit_on_alert
+        self._output_ends: dict[str, int] = {}  # "topic/partition" -> next offset after ours
+        self._tallies: dict[int, MonitorTally] = {}
+        self._consumed_by_topic: Counter[str] = Counter()
+        self._failed: BaseException | None = None
+        self._rejected_reported = 0
+        self._lost = False
+        self._state_due = False
+        self._uncommitted = 0  # records processed since the last commit
+        self._since_state = 0  # ... since the last state checkpoint
         self._alerts_at_commit = 0
+        self._last_commit = self._last_state = time.monotonic()
         self._down_since: float | None = None
         self._next_down_report = 0.0
         self._next_probe = 0.0
+        self._commit_failing_since: float | None = None
         self._max_bytes = config.events.max_bytes
+        self._message_room = 1_000_000 - 65_536
         self.metrics = metrics or Metrics(
             max_models=config.metrics.max_models, max_signals=config.metrics.max_signals
         )
-        self.restoring = False
         self.looping = False  # False while starting: waiting for the broker is not a stall
         self.last_progress = time.monotonic()  # the loop's last turn, for /healthz
         self._next_state_report = 0.0
         self.metrics.watch(
             ready=lambda: float(self.readiness()[0]),
-            partitions=lambda: float(len(self.tasks)),
+            partitions=lambda: float(len(self.processors)),
             progress=lambda: time.time() - (time.monotonic() - self.last_progress),
         )
         self._producer_config: dict[str, Any] = {}
         self._prefetch: Prefetch | None = None
-        self._message_room = 1_000_000 - 65_536
+
+    @property
+    def restoring(self) -> bool:
+        return bool(self._recoveries or self._seeking)
 
     # --- lifecycle ---------------------------------------------------------------------------
     def run(self) -> None:
-        """Until `stop` is set: consume, process, commit. Then commit and close cleanly."""
+        """Until `stop` is set: consume, process, commit. Then checkpoint and close cleanly.
+
+        An unexpected error stops the loop without committing anything it did not finish: the
+        open transaction is aborted (at least once: no offsets are committed), and it is raised.
+        """
         self._connect()
         consumer = self._consumer
         assert consumer is not None
@@ -171,35 +189,51 @@ class MonitorService:
             topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
         log.info(
-            "consuming topics=%s group=%s guarantee=%s partitioning=%s",
+            "consuming topics=%s group=%s guarantee=%s partitioning=%s group_protocol=%s",
             ",".join(topics),
             self.kafka.group_id,
             self.kafka.processing_guarantee,
             self.kafka.partitioning,
+            self.kafka.group_protocol,
         )
-        timeout = (self.kafka.poll_timeout or 20) / 1000
-        interval = (self.kafka.commit_interval or 100) / 1000
-        state_interval = (self.config.metrics.state_interval or 10_000) / 1000
         self.looping = True
         try:
             while not self.stop.is_set():
-                messages = consumer.consume(self.kafka.batch_size, timeout)
-                if messages:
-                    self._handle(messages)
-                now = self.last_progress = time.monotonic()
-                if self._uncommitted and (
-                    self._uncommitted >= self.kafka.commit_max_events
-                    or now - self._last_commit >= interval
-                    or (self._commit_on_alert and self.counters.alerts != self._alerts_at_commit)
-                ):
-                    self._commit()
-                self._check_broker()
-                if now >= self._next_state_report:
-                    self._next_state_report = now + state_interval
-                    self.metrics.report_state(task.monitor for task in list(self.tasks.values()))
-            self._commit()
+                self._turn()
+            self._commit(state=True)
+        except BaseException as exc:
+            self._failed = exc
+            raise
         finally:
             self._close()
+
+    def _turn(self) -> None:
+        assert self._consumer is not None
+        timeout = (self.kafka.poll_timeout or 20) / 1000
+        messages = self._consumer.consume(self.kafka.batch_size, timeout)
+        started = time.perf_counter()
+        touched = self._intake(messages) if messages else set()
+        touched |= self._install_recoveries() if self._recoveries else self._finish_seeks()
+        if self._lost:
+            self._lost = False
+            checkpoint = self._require_checkpoint()
+            checkpoint.abort()
+            # A producer that lived through the outage may hold a stale coordinator (a later
+            # send_offsets_to_transaction then never returns: kafka/watchdog.py): start afresh.
+            checkpoint.renew("the group membership was lost")
+        if touched:
+            self._process(touched)
+        if messages or touched:
+            self.metrics.report_batch(self._consumed_by_topic, self.counters)
+            self._consumed_by_topic.clear()
+            self.metrics.batch_seconds.observe(time.perf_counter() - started)
+        now = self.last_progress = time.monotonic()
+        self._maybe_commit(now)
+        self._require_checkpoint().poll()
+        self._check_broker()
+        if now >= self._next_state_report:
+            self._next_state_report = now + (self.config.metrics.state_interval or 10_000) / 1000
+            self.metrics.report_state(p.monitor for p in list(self.processors.values()))
 
     def _connect(self) -> None:
         producer_config = producer_settings(self.config, error_cb=self._on_client_error)
@@ -211,15 +245,21 @@ class MonitorService:
                 "stats_cb": self.metrics.on_statistics,
             }
         consumer_config = consumer_settings(
-            self.config, error_cb=self._on_client_error, **statistics
+            self.config,
+            error_cb=self._on_client_error,
+            **{"enable.partition.eof": True},  # the merge needs to know a stream is read
+            **statistics,
         )
         log.info("producer settings: %s", describe(producer_config))
         log.info("consumer settings: %s", describe(consumer_config))
         self._producer_config = producer_config
         # A dead letter keeps as much of the original as the producer can send (with headroom for
         # key and headers): oversized input must not make producing its dead letter fail too.
-        self._message_room = int(producer_config.get("message.max.bytes", 1_000_000)) - 65_536
-        self._producer = self._new_producer()
+        max_message = int(producer_config.get("message.max.bytes", 1_000_000))
+        self._message_room = max_message - 65_536
+        self._max_record_bytes = min(DEFAULT_MAX_RECORD_BYTES, self._message_room)
+        kind = ExactlyOnce if self.exactly_once else AtLeastOnce
+        self._checkpoint = kind(self._new_producer, on_delivery=self._delivered)
         self._consumer = self._consumer_factory(consumer_config)
 
     def _new_producer(self) -> Producer:
@@ -235,250 +275,503 @@ class MonitorService:
             )
         return producer
 
-    def _give_up(self, since: float) -> bool:
-        limit = give_up_after(self.kafka.on_broker_down, self.kafka.broker_down_timeout)
-        return limit is not None and time.monotonic() - since > limit
+    def _require_checkpoint(self) -> Checkpoint:
+        assert self._checkpoint is not None
+        return self._checkpoint
 
     def _close(self) -> None:
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
             try:
-                consumer.close()  # revokes: the final commit happens in _on_revoke
+                consumer.close()  # revokes: a clean stop checkpoints in _on_revoke
             except KafkaException as exc:
                 log.warning("closing the consumer: %s", exc.args[0].str())
-        producer, self._producer = self._producer, None
-        if producer is not None:
-            if self._in_transaction:
-                with contextlib.suppress(KafkaException):
-                    producer.abort_transaction(10)
-            producer.flush(10)
+        if self._checkpoint is not None:
+            self._checkpoint.close()  # aborts a transaction still open (after an error)
         self.ready.clear()
 
-    # --- rebalance ---------------------------------------------------------------------------
+    # --- rebalance: never blocks for long ---------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self.incremental:
+            consumer.incremental_assign(partitions)
+        else:
+            consumer.assign(partitions)
         numbers = sorted({tp.partition for tp in partitions if tp.topic in self._streams})
         log.info("assigned partitions=%s", numbers)
-        self._recover(numbers)
-        self.ready.set()
+        streams = [tp for tp in partitions if tp.topic in self._streams]
+        if streams:
+            consumer.pause(streams)  # until their state is restored (see _install_recoveries)
+            self._paused.update((tp.topic, tp.partition) for tp in streams)
+        if numbers:
+            self._recover(numbers)
+        elif not self._recoveries:
+            self.ready.set()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        log.info("revoking partitions=%s", sorted({tp.partition for tp in partitions}))
-        self._commit()
-        self._drop(partitions)
+        numbers = sorted({tp.partition for tp in partitions if tp.topic in self._streams})
+        log.info("revoking partitions=%s", numbers)
+        if self._failed is None:
+            self._commit(state=True)  # bounded by the commit timeout
+        for partition in numbers:
+            processor = self.processors.pop(partition, None)
+            if processor is not None and self._failed is None:
+                self._standby[partition] = processor
+        self._forget(partitions)
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.warning(
             "partitions lost=%s: dropping their uncommitted work",
             sorted({tp.partition for tp in partitions}),
         )
-        self._abort()
-        self._drop(partitions)
-
-    def _drop(self, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
             if tp.topic in self._streams:
-                self.tasks.pop(tp.partition, None)
-            self._raw_offsets.pop((tp.topic, tp.partition), None)
-        if not self.tasks:
+                self.processors.pop(tp.partition, None)
+                self._standby.pop(tp.partition, None)
+        self._forget(partitions)
+        self._lost = True  # the loop aborts the open transaction (not here: it can block)
+
+    def _forget(self, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            where = (tp.topic, tp.partition)
+            self._idle.pop(where, None)
+            self._paused.discard(where)
+            self._raw_offsets.pop(where, None)
+            self.guard.forget_partition(tp.topic, tp.partition)
+        gone = {tp.partition for tp in partitions if tp.topic in self._streams}
+        for recovery in self._recoveries:
+            recovery.partitions = [p for p in recovery.partitions if p not in gone]
+        for partition in gone:
+            self._seeking.pop(partition, None)
+        self._raw_seeks = [
+            tp
+            for tp in self._raw_seeks
+            if (tp.topic, tp.partition) not in {(t.topic, t.partition) for t in partitions}
+        ]
+        if not self.processors and not self._recoveries:
             self.ready.clear()
 
-    def _committed(self, partitions: list[int]) -> dict[int, tuple[int, ...]]:
-        assert self._consumer is not None
+    # --- recovery (on its own thread) -------------------------------------------------------
+    def _offsets_reader(self) -> Consumer:
+        """A consumer of the group that never joins it: reads committed offsets off the loop."""
+        return Consumer(
+            reader_settings(self.config, "offsets", **{"group.id": self.kafka.group_id})
+        )
+
+    def _committed(self, reader: Consumer, partitions: list[int]) -> dict[int, Tag]:
         wanted = [TopicPartition(topic, p) for p in partitions for topic in self._stream_topics]
-        committed = self._consumer.committed(wanted, timeout=30)
-        offsets = {(tp.topic, tp.partition): max(tp.offset, 0) for tp in committed}
+        offsets = {
+            (tp.topic, tp.partition): max(tp.offset, 0) for tp in committed_offsets(reader, wanted)
+        }
         return {p: tuple(offsets[(topic, p)] for topic in self._stream_topics) for p in partitions}
 
     def _start_prefetch(self) -> Prefetch | None:
         """Start restoring every partition's state before the group join (see `Prefetch`)."""
         if not self.kafka.prefetch_state:
             return None
-        assert self._consumer is not None
+        reader = self._offsets_reader()
         try:
-            metadata = self._consumer.list_topics(self.names.state, timeout=10).topics.get(
-                self.names.state
-            )
+            metadata = reader.list_topics(self.names.state, timeout=10).topics.get(self.names.state)
             if metadata is None or metadata.error or not metadata.partitions:
                 return None
-            limits = self._committed(sorted(metadata.partitions))
-        except KafkaException as exc:
-            log.info("no state prefetch: %s", exc.args[0].str())
+            limits = self._committed(reader, sorted(metadata.partitions))
+        except (KafkaException, KafkaRuntimeError) as exc:
+            log.info("no state prefetch: %s", exc)
             return None
+        finally:
+            reader.close()
         settings = reader_settings(self.config, "restore")
         return Prefetch(self.changelog, settings, limits, self._prepare_monitor).start()
 
-    def _prepare_monitor(self, partition: int, items: dict[str, Any]) -> Monitor:
-        items.pop(RUNTIME_KEY, None)
-        monitor = Monitor(self.config, source=self.kafka.group_id)
-        monitor.restore(items.items())
+    def _prepare_monitor(self, partition: int, state: StateRead) -> Monitor:
+        monitor = Monitor(self.settings, source=self.kafka.group_id)
+        with paused_gc():
+            for changes in state.restored(partition).changes:
+                monitor.restore(changes)
         return monitor
 
-    def _recover(self, partitions: list[int]) -> None:
-        """Restore state for these partitions and learn which outputs already exist."""
-        if not partitions:
-            return
-        self.restoring = True
-        try:
-            self._restore(partitions)
-        finally:
-            self.restoring = False
-            self.last_progress = time.monotonic()
-        self.metrics.report_state(task.monitor for task in self.tasks.values())
+    def _recover(self, partitions: list[int], *, rewind: bool = False) -> None:
+        """Restore these partitions on a recovery thread (the loop installs them when done).
 
-    def _restore(self, partitions: list[int]) -> None:
-        started = time.monotonic()
-        committed = self._committed(partitions)
-        asked = time.monotonic()
+        `rewind`: also seek the raw input of repartition mode back to its committed offsets (at
+        an assignment, the consumer starts from them by itself).
+        """
+        standby = {p: self._standby.pop(p) for p in partitions if p in self._standby}
         ahead, self._prefetch = self._prefetch, None  # good for the first assignment only
-        restored, unchanged = self.changelog.restore_after(
-            ahead, reader_settings(self.config, "restore"), committed
-        )
+        load = functools.partial(self._load, standby=standby, ahead=ahead, rewind=rewind)
+        self._recoveries.append(Recovery(partitions, load).start())
+
+    def _load(
+        self,
+        partitions: list[int],
+        *,
+        standby: dict[int, PartitionProcessor],
+        ahead: Prefetch | None,
+        rewind: bool = False,
+    ) -> Recovered:
+        """Committed offsets, state, processors and visible outputs of these partitions."""
+        started = time.monotonic()
+        reader = self._offsets_reader()
+        try:
+            committed = self._committed(reader, partitions)
+            raw = self._raw_committed(reader, partitions) if rewind else {}
+            ends = self._output_watermarks(reader)
+        finally:
+            reader.close()
+        asked = time.monotonic()
+        processors: dict[int, PartitionProcessor] = {}
+        for partition, kept in standby.items():
+            if _resumes_at(kept) == committed[partition]:
+                processors[partition] = kept  # nobody processed it while it was away
+        missing = [p for p in partitions if p not in processors]
+        prefetched: set[int] = set()
+        if missing:
+            state, unchanged = self.changelog.read_after(
+                ahead, reader_settings(self.config, "restore"), {p: committed[p] for p in missing}
+            )
+            for partition in missing:
+                prepared = None
+                if ahead is not None and partition in unchanged:
+                    prepared = ahead.prepared.get(partition)
+                    prefetched.add(partition)
+                processors[partition] = self._build(partition, state, committed, ends, prepared)
         read = time.monotonic()
-        positions: dict[str, int] = {}
-        for partition in partitions:
-            items = restored.get(partition, {})
-            runtime = items.pop(RUNTIME_KEY, None) or {}
-            if ahead is not None and partition in unchanged:
-                monitor = ahead.prepared[partition]
-            else:
-                monitor = self._prepare_monitor(partition, items)
-            task = PartitionTask(partition, monitor, list(committed[partition]))
-            task.origins = dict(runtime.get("origins", {}))
-            self.tasks[partition] = task
-            for name, offset in runtime.get("positions", {}).items():
-                positions[name] = min(offset, positions.get(name, offset))
-        built = time.monotonic()
-        self._learn_existing_outputs(positions)
-        done = time.monotonic()
-        seconds = done - started
-        self.metrics.restore_seconds.observe(seconds)
+        visible, found_ends = self._visible_outputs(processors)
         log.info(
-            "recovered partitions=%s seconds=%.2f committed=%.2f state=%.2f monitors=%.2f "
-            "outputs=%.2f",
+            "recovered partitions=%s seconds=%.2f committed=%.2f state=%.2f outputs=%.2f "
+            "outputs_read=%d prefetched=%s reused=%s replay=%s",
             partitions,
-            seconds,
+            time.monotonic() - started,
             asked - started,
             read - asked,
-            built - read,
-            done - built,
+            time.monotonic() - read,
+            sum(
+                found_ends.get(name, start) - start
+                for name, start in self._scan_starts(processors).items()
+            ),
+            sorted(prefetched),
+            sorted(set(partitions) - set(missing)),
+            {p: tuple(proc.replay_until) for p, proc in processors.items() if proc.replay_until},
+        )
+        return Recovered(processors, visible, {**ends, **found_ends}, raw)
+
+    def _build(
+        self,
+        partition: int,
+        state: StateRead,
+        committed: dict[int, Tag],
+        ends: dict[str, int],
+        prepared: Monitor | None,
+    ) -> PartitionProcessor:
+        tag = state.state_tag(partition)
+        limit = committed[partition]
+        if tag is None:  # no state yet: start from the committed offsets, checkpoint at once
+            processor = PartitionProcessor(
+                partition,
+                Monitor(self.settings, source=self.kafka.group_id),
+                PartitionWriter(self.codec, partition, self._max_record_bytes),
+                positions=(limit[0], limit[1]),
+                runtime={"outputs": dict(ends), "origins": {}},
+            )
+            self._state_due = True
+            return processor
+        restored = state.restored(partition)
+        restored.writer.max_record_bytes = self._max_record_bytes
+        monitor = prepared
+        if monitor is None:
+            monitor = Monitor(self.settings, source=self.kafka.group_id)
+            with paused_gc():
+                for changes in restored.changes:
+                    monitor.restore(changes)
+        merge = restored.processor.get("merge") or (0, 0)
+        return PartitionProcessor(
+            partition,
+            monitor,
+            restored.writer,
+            positions=(tag[0], tag[1]),
+            merge_times=(int(merge[0]), int(merge[1])),
+            replay_until=(limit[0], limit[1]),
+            runtime=restored.processor.get("runtime"),
         )
 
-    def _learn_existing_outputs(self, positions: dict[str, int]) -> None:
-        """Read alerts and dead letters from the last checkpoint on: their ids are not re-emitted."""
+    def _raw_committed(self, reader: Consumer, partitions: list[int]) -> dict[tuple[str, int], int]:
+        if not self._forward_to:
+            return {}
+        raw = [TopicPartition(t, p) for t in self._forward_to for p in partitions]
+        return {(tp.topic, tp.partition): tp.offset for tp in committed_offsets(reader, raw)}
 
-        # The reader looks the partitions up itself: `list_topics()` on the group consumer, inside
-        # its rebalance callback, clears confluent-kafka's callback context for the running
-        # `consume()`, whose next callback (statistics, logs, errors) then aborts the process.
+    def _output_watermarks(self, reader: Consumer) -> dict[str, int]:
+        """Where each output partition ends now: a partition that has no state yet records
+        these, so that a later recovery reads the outputs from here, not from the beginning.
+        (A broker that under-reports watermarks only makes that read longer.)"""
+        ends: dict[str, int] = {}
+        for topic in self._output_topics:
+            metadata = reader.list_topics(topic, timeout=10).topics.get(topic)
+            if metadata is None or metadata.error:
+                continue
+            for partition in metadata.partitions:
+                _, high = reader.get_watermark_offsets(TopicPartition(topic, partition), 10)
+                ends[f"{topic}/{partition}"] = max(int(high), 0)
+        return ends
+
+    def _visible_outputs(
+        self, processors: dict[int, PartitionProcessor]
+    ) -> tuple[list[Visible], dict[str, int]]:
+        """Alerts and dead letters published since these partitions' last state checkpoints."""
+        starts = self._scan_starts(processors)
+        wanted = set(processors)
+        inputs = set(self._streams) | set(self._forward_to)  # dead letters of forwards too
+        visible: list[Visible] = []
+        ends: dict[str, int] = {}
+
         def start(reader: Consumer) -> list[TopicPartition]:
-            offsets = []
-            for topic in (self.names.alerts, self.names.dead_letters):
-                metadata = reader.list_topics(topic, timeout=10).topics.get(topic)
-                if metadata is None or metadata.error:
-                    continue
-                for partition in metadata.partitions:
-                    name = f"{topic}/{partition}"
-                    offsets.append(
-                        TopicPartition(topic, partition, positions.get(name, _OFFSET_BEGINNING))
-                    )
-            return offsets
-
-        found = 0
+            return [
+                TopicPartition(topic, int(partition), offset)
+                for name, offset in starts.items()
+                for topic, _, partition in [name.rpartition("/")]
+                if topic in self._output_topics
+            ]
 
         def remember(message: Message) -> None:
-            nonlocal found
-            if message.topic() == self.names.alerts:
-                try:
-                    self._suppressed.add(str(orjson.loads(message.value() or b"{}")["id"]))
-                    found += 1
-                except (orjson.JSONDecodeError, KeyError, TypeError):
-                    return
-            else:
-                identity = deadletters.header_dict(message.headers()).get(
-                    deadletters.DEAD_LETTER_ID
-                )
-                if identity:
-                    self._suppressed.add(identity)
-                    found += 1
-            key = f"{message.topic()}/{message.partition()}"
-            self._positions[key] = max(self._positions.get(key, 0), message.offset() + 1)
+            name = f"{message.topic()}/{message.partition()}"
+            ends[name] = max(ends.get(name, 0), int(message.offset() or 0) + 1)
+            trigger = _trigger(message, self.names.alerts)
+            if trigger is None:
+                return
+            output_id, topic, partition, offset = trigger
+            if topic in inputs and partition in wanted:
+                visible.append(Visible(output_id, topic, partition, offset))
 
-        read_to_end(reader_settings(self.config, "outputs"), start, remember)
-        if found:
+        if starts:
+            read_to_end(reader_settings(self.config, "outputs"), start, remember)
+        if visible:
             log.info(
                 "outputs already visible since the last checkpoint: %d (will not be re-emitted)",
-                found,
+                len(visible),
             )
+        return visible, ends
+
+    @staticmethod
+    def _scan_starts(processors: dict[int, PartitionProcessor]) -> dict[str, int]:
+        """Per output partition, the earliest position these partitions' checkpoints recorded."""
+        starts: dict[str, int] = {}
+        for processor in processors.values():
+            for name, offset in processor.runtime.get("outputs", {}).items():
+                starts[name] = min(offset, starts.get(name, offset))
+        return starts
+
+    def _install_recoveries(self) -> set[int]:
+        """Processors of finished recoveries: seek to their state, resume, and go."""
+        for recovery in [r for r in self._recoveries if r.done()]:
+            self._recoveries.remove(recovery)
+            result = recovery.result()
+            self.metrics.restore_seconds.observe(result.seconds)
+            rejected = self.invalid_state.rejected
+            if rejected > self._rejected_reported:
+                self.metrics.state_rejected.inc(rejected - self._rejected_reported)
+                self._rejected_reported = rejected
+            consumer = self._consumer
+            assert consumer is not None
+            for name, offset in result.output_ends.items():
+                self._output_ends[name] = max(self._output_ends.get(name, 0), offset)
+            for seen in result.visible:
+                self.guard.remember(seen.output_id, seen.topic, seen.partition, seen.offset)
+            for partition in recovery.partitions:  # those still assigned
+                processor = result.processors[partition]
+                targets = [
+                    TopicPartition(topic, partition, at if at > 0 else _OFFSET_BEGINNING)
+                    for topic, at in zip(self._stream_topics, processor.positions, strict=True)
+                ]
+                self._seeking[partition] = (processor, targets)
+            for (topic, partition), offset in result.raw_offsets.items():
+                if partition in recovery.partitions:
+                    self._raw_seeks.append(
+                        TopicPartition(topic, partition, offset if offset >= 0 else -2)
+                    )
+        return self._finish_seeks()
+
+    def _finish_seeks(self) -> set[int]:
+        """Seek restored partitions to their state's positions, then hand them their processor.
+
+        librdkafka refuses a seek (_STATE) until a newly assigned partition has started; the
+        partition stays paused, and the seek is tried again next turn. Only a partition whose
+        seeks succeeded is resumed: reading it from the committed offsets instead would skip
+        the input between the state and them.
+        """
+        touched: set[int] = set()
+        self._raw_seeks = [tp for tp in self._raw_seeks if not self._seek(tp)]
+        if not self._seeking:
+            return touched
+        consumer = self._consumer
+        assert consumer is not None
+        for partition, (processor, targets) in list(self._seeking.items()):
+            remaining = [tp for tp in targets if not self._seek(tp)]
+            if remaining:
+                self._seeking[partition] = (processor, remaining)
+                continue
+            del self._seeking[partition]
+            self.processors[partition] = processor
+            self._tallies.setdefault(partition, MonitorTally())
+            resume = [TopicPartition(topic, partition) for topic in self._stream_topics]
+            for tp in resume:
+                self._idle[(tp.topic, partition)] = False
+                self._paused.discard((tp.topic, partition))
+            consumer.resume(resume)
+            log.debug(
+                "resumed partition=%d at positions=%s replay_until=%s",
+                partition,
+                processor.positions,
+                processor.replay_until,
+            )
+            touched.add(partition)
+        if touched and not self._recoveries and not self._seeking:
+            self.ready.set()
+            self.metrics.report_state(p.monitor for p in self.processors.values())
+        return touched
 
     # --- processing --------------------------------------------------------------------------
-    def _handle(self, messages: list[Message]) -> None:
-        started = time.perf_counter()
-        groups: dict[int, list[Record]] = {}
-        tasks, kinds, streams = self.tasks, self._kinds, self._streams
-        repartition = self.repartition
+    def _intake(self, messages: list[Message]) -> set[int]:
+        """Hand records to their processors; note streams read to their end. -> partitions."""
+        touched: set[int] = set()
+        batches: dict[tuple[int, int], list[Record]] = {}
+        processors, kinds, streams, idle = self.processors, self._kinds, self._streams, self._idle
+        consumed = 0
         for message in messages:
             error = message.error()
             if error is not None:
-                self._on_consume_error(error)
+                if error.code() == KafkaError._PARTITION_EOF:
+                    where = (message.topic(), message.partition())
+                    if where[0] in streams:
+                        idle[where] = True
+                        touched.add(where[1])
+                else:
+                    self._on_consume_error(error)
                 continue
+            consumed += 1
             topic = message.topic()
             kind = kinds.get(topic)
-            partition = message.partition()
-            offset = message.offset()
             if kind is None:
                 self._forward(message)
                 continue
-            task = tasks.get(partition)
-            if task is None:
+            partition = message.partition()
+            processor = processors.get(partition)
+            if processor is None:
+                continue  # still restoring: it is read again from the restored position
+            if self.repartition and self._seen_before(processor, message):
                 continue
-            task.offsets[streams[topic]] = offset + 1
-            if repartition and self._seen_before(task, message):
-                continue
+            idle[(topic, partition)] = False
             timestamp_type, timestamp = message.timestamp()
             value = message.value()
-            group = groups.get(partition)
-            if group is None:
-                group = groups[partition] = []
-            group.append(
-                (
-                    kind,
-                    b"" if value is None else value,
-                    timestamp if timestamp_type else None,
-                    topic,
-                    partition,
-                    offset,
-                )
+            record = Record(
+                kind,
+                b"" if value is None else value,
+                timestamp if timestamp_type else None,
+                topic,
+                partition,
+                message.offset(),
+                message.key(),
             )
-        self._uncommitted += len(messages)
-        self.counters.consumed += len(messages)
+            batch = batches.get((partition, streams[topic]))
+            if batch is None:
+                batch = batches[(partition, streams[topic])] = []
+            batch.append(record)
+        for (partition, stream), records in batches.items():
+            processors[partition].add(stream, records)
+            touched.add(partition)
+        self.counters.consumed += consumed
         self._down_since = None
-        metrics = self.metrics
-        for partition, records in groups.items():
-            self.counters.processed += len(records)
-            task = tasks[partition]
-            output = task.monitor.process(records)
-            if output.alerts or output.dead_letters:
-                self._emit(output, messages)
-            metrics.report_monitor(task.monitor, task.tally)
-        metrics.report_batch(Tally(map(Message.topic, messages)), self.counters)
-        metrics.batch_seconds.observe(time.perf_counter() - started)
+        self._consumed_by_topic.update(m.topic() for m in messages if not m.error())
+        return touched
 
-    def _seen_before(self, task: PartitionTask, message: Message) -> bool:
+    def _process(self, partitions: set[int]) -> None:
+        streams, idle, metrics = self._streams, self._idle, self.metrics
+        topics = self._stream_topics
+        for partition in partitions:
+            processor = self.processors.get(partition)
+            if processor is None:
+                continue
+            flags = (
+                idle.get((topics[PREDICTIONS], partition), False),
+                idle.get((topics[LABELS], partition), False),
+            )
+            before = processor.applied
+            output = processor.process(flags)
+            done = processor.applied - before
+            self.counters.processed += done
+            self._uncommitted += done
+            self._since_state += done
+            self.counters.replayed += processor.replayed
+            processor.replayed = 0
+            if output.alerts or output.dead_letters:
+                self._emit(output)
+            metrics.report_monitor(processor.monitor, self._tallies[partition])
+            self._flow_control(partition, processor, streams)
+
+    def _flow_control(
+        self, partition: int, processor: PartitionProcessor, streams: dict[str, int]
+    ) -> None:
+        """Pause a stream that is far ahead of the other one; resume it once the merge caught up."""
+        consumer = self._consumer
+        assert consumer is not None
+        for topic, stream in streams.items():
+            where = (topic, partition)
+            buffered = processor.buffered(stream)
+            if buffered > MAX_BUFFERED and where not in self._paused:
+                consumer.pause([TopicPartition(topic, partition)])
+                self._paused.add(where)
+            elif buffered < MAX_BUFFERED // 2 and where in self._paused:
+                consumer.resume([TopicPartition(topic, partition)])
+                self._paused.discard(where)
+
+    def _emit(self, output: Output) -> None:
+        checkpoint = self._require_checkpoint()
+        room = self._message_room
+        for publication in publications(
+            output,
+            self.guard,
+            self.counters,
+            alerts_topic=self.names.alerts,
+            dead_letters_topic=self.names.dead_letters,
+            room=lambda key: max(0, min(self._max_bytes, room - len(key or b""))),
+        ):
+            checkpoint.produce(
+                publication.topic,
+                key=publication.key,
+                value=publication.value,
+                headers=publication.headers,
+            )
+            if publication.alert is not None:
+                self.metrics.count_alert(publication.alert)
+                _log_alert(publication.alert)
+        if output.dead_letters:
+            first = output.dead_letters[0]
+            log.info(
+                "dead letters=%d first_reason=%s topic=%s partition=%s offset=%s",
+                len(output.dead_letters),
+                first.error.reason,
+                first.record.topic,
+                first.record.partition,
+                first.record.offset,
+            )
+
+    def _seen_before(self, processor: PartitionProcessor, message: Message) -> bool:
         """Repartitioned records carry their origin; a leaked forward must not count twice."""
         origin = dict(message.headers() or []).get(ORIGIN_HEADER)
         if not origin:
             return False
         source, _, offset_text = origin.decode().rpartition("/")
         offset = int(offset_text)
-        if offset <= task.origins.get(source, -1):
+        origins = processor.runtime.setdefault("origins", {})
+        if offset <= origins.get(source, -1):
             self.counters.duplicates_skipped += 1
             return True
-        task.origins[source] = offset
+        origins[source] = offset
         return False
 
     def _forward(self, message: Message) -> None:
         """Repartition mode: re-key a raw event by its model onto the internal topic."""
         topic, partition, offset = message.topic(), message.partition(), message.offset()
         self._raw_offsets[(topic, partition)] = offset + 1
+        self._uncommitted += 1
         value = message.value() or b""
         timestamp_type, timestamp = message.timestamp()
         try:
@@ -491,19 +784,20 @@ class MonitorService:
         except EventError as error:
             self.metrics.invalid.labels(error.reason).inc()  # never reaches a Monitor's counters
             kind = PREDICTION if topic == self.names.predictions else LABEL
-            record: Record = (
+            record = Record(
                 kind,
                 value,
                 timestamp if timestamp_type else None,
                 topic,
                 partition,
                 offset,
+                message.key(),
             )
-            self._dead_letter(DeadLetter(record, error), message.key())
+            output = Output()
+            output.dead_letters.append(DeadLetter(record, error))
+            self._emit(output)
             return
-        self._ensure_transaction()
-        assert self._producer is not None
-        self._produce(
+        self._require_checkpoint().produce(
             self._forward_to[topic],
             key=model.encode(),
             value=value,
@@ -512,222 +806,176 @@ class MonitorService:
         )
         self.counters.forwarded += 1
 
-    def _emit(self, output: Output, messages: list[Message]) -> None:
-        self._ensure_transaction()
-        suppressed = self._suppressed
-        for alert in output.alerts:
-            if alert.id in suppressed:
-                self.counters.suppressed += 1
-                continue
-            self._produce(
-                self.names.alerts,
-                key=alert.key.encode(),
-                value=orjson.dumps(alert.event),
-                headers=ALERT_HEADERS,
-            )
-            self.counters.alerts += 1
-            self.metrics.count_alert(alert.event)
-            _log_alert(alert.event)
-        if output.dead_letters:
-            keys = {
-                (m.topic(), m.partition(), m.offset()): m.key()
-                for m in messages
-                if m.error() is None
-            }
-            for dead in output.dead_letters:
-                _, _, _, topic, partition, offset = dead.record
-                self._dead_letter(dead, keys.get((topic, partition, offset)))
-            first = output.dead_letters[0]
-            log.info(
-                "dead letters=%d first_reason=%s topic=%s partition=%s offset=%s",
-                len(output.dead_letters),
-                first.error.reason,
-                first.record[3],
-                first.record[4],
-                first.record[5],
-            )
-
-    def _dead_letter(self, dead: DeadLetter, key: bytes | None) -> None:
-        # Cut to what the producer can send with the headers and key, or produce() would fail.
-        room = max(0, min(self._max_bytes, self._message_room - len(key or b"")))
-        identity, value, headers = deadletters.record(dead, room)
-        if identity in self._suppressed:
-            self.counters.suppressed += 1
-            return
-        self._ensure_transaction()
-        self._produce(self.names.dead_letters, key=key, value=value, headers=headers)
-        self.counters.dead_letters += 1
-
-    def _produce(self, topic: str, **kwargs: Any) -> None:
-        assert self._producer is not None
-        while True:
-            try:
-                self._producer.produce(topic, on_delivery=self._delivered, **kwargs)
-                return
-            except BufferError:
-                self._producer.poll(0.1)  # local queue full: let deliveries drain
-
     def _delivered(self, error: KafkaError | None, message: Message) -> None:
         if error is not None:
-            self._delivery_errors.append(f"{message.topic()}: {error.str()}")
+            return  # the checkpoint counts it and fails the commit
+        topic = message.topic()
+        if topic not in self._output_topics:
             return
-        key = f"{message.topic()}/{message.partition()}"
-        offset = message.offset() + 1
-        if offset > self._positions.get(key, 0):
-            self._positions[key] = offset
+        name = f"{topic}/{message.partition()}"
+        offset = int(message.offset() or 0) + 1
+        if offset > self._output_ends.get(name, 0):
+            self._output_ends[name] = offset
 
     # --- commit ------------------------------------------------------------------------------
-    def _ensure_transaction(self) -> None:
-        if self.exactly_once and not self._in_transaction:
-            assert self._producer is not None
-            self._producer.begin_transaction()
-            self._in_transaction = True
+    def _maybe_commit(self, now: float) -> None:
+        checkpoint = self._require_checkpoint()
+        state = self.config.state
+        interval = (self.kafka.commit_interval or 100) / 1000
+        if self.processors and (
+            self._state_due
+            or now - self._last_state >= (state.checkpoint_interval or 2000) / 1000
+            or self._since_state >= state.checkpoint_max_events
+        ):
+            self._commit(state=True)
+        elif checkpoint.pending and (
+            now - self._last_commit >= interval
+            or self._uncommitted >= self.kafka.commit_max_events
+            or (
+                self.exactly_once
+                and self.kafka.commit_on_alert
+                and self.counters.alerts != self._alerts_at_commit
+            )
+        ):
+            self._commit(state=False)
 
     def _offsets(self) -> list[TopicPartition]:
-        offsets = [
-            TopicPartition(topic, task.partition, task.offsets[index])
-            for task in self.tasks.values()
-            for topic, index in self._streams.items()
-            if task.offsets[index] > 0
-        ]
+        offsets = []
+        for processor in self.processors.values():
+            resume = _resumes_at(processor)
+            for topic, stream in self._streams.items():
+                if resume[stream] > 0:
+                    offsets.append(TopicPartition(topic, processor.partition, resume[stream]))
         offsets.extend(
             TopicPartition(topic, p, offset) for (topic, p), offset in self._raw_offsets.items()
         )
         return offsets
 
-    def _write_state(self) -> None:
-        positions = dict(self._positions)
-        for task in self.tasks.values():
-            changes = task.monitor.take_changes()
-            changes[RUNTIME_KEY] = {"positions": positions, "origins": task.origins}
-            for key, value, headers in self.changelog.records(changes, tuple(task.offsets)):
-                self._produce(
-                    self.names.state,
-                    key=key,
-                    value=value,
-                    partition=task.partition,
-                    headers=headers,
-                )
-
-    def _commit(self) -> None:
-        if self._uncommitted == 0 and not self._in_transaction:
-            self._last_commit = time.monotonic()
+    def _commit(self, *, state: bool) -> None:
+        """Outputs (and with `state`, every partition's state changes) with the offsets."""
+        checkpoint = self._checkpoint
+        consumer = self._consumer
+        if checkpoint is None or consumer is None:
             return
-        if self._producer is None or self._consumer is None:
-            return
+        if state and not (self._since_state or checkpoint.pending or self._state_due):
+            self._last_state = time.monotonic()  # nothing changed since the last one
+            state = False
         started = time.monotonic()
         try:
-            self._ensure_transaction()
-            self._write_state()
+            if state:
+                for processor in self.processors.values():
+                    processor.runtime["outputs"] = dict(self._output_ends)
+                    for key, value, headers in processor.checkpoint():
+                        checkpoint.produce(
+                            self.names.state,
+                            key=key,
+                            value=value,
+                            partition=processor.partition,
+                            headers=headers,
+                        )
             offsets = self._offsets()
-            if self.exactly_once:
-                self._producer.send_offsets_to_transaction(
-                    offsets, self._consumer.consumer_group_metadata(), 30
-                )
-                self._producer.commit_transaction(60)
-                self._in_transaction = False
-            else:
-                remaining = self._producer.flush(60)
-                if remaining or self._delivery_errors:
-                    raise KafkaRuntimeError(
-                        f"{remaining} records undelivered, errors: {'; '.join(self._delivery_errors[:3])}"
-                    )
-                if offsets:
-                    self._consumer.commit(offsets=offsets, asynchronous=False)
+            if not offsets and not checkpoint.pending:
+                return
+            checkpoint.commit(offsets, consumer)
         except KafkaException as exc:
             self._on_commit_error(exc.args[0])
             return
         except KafkaRuntimeError as exc:
             log.error("commit failed: %s; rewinding to the last commit", exc)
-            self._renew_producer("records stayed undelivered")
+            checkpoint.renew("records stayed undelivered")
             self._rewind()
             return
+        now = time.monotonic()
         self.counters.commits += 1
+        self._commit_failing_since = None
         self._uncommitted = 0
         self._alerts_at_commit = self.counters.alerts
-        self._last_commit = time.monotonic()
-        self.metrics.commit_seconds.observe(self._last_commit - started)
-        log.debug("committed offsets=%d seconds=%.3f", len(offsets), self._last_commit - started)
+        self._last_commit = now
+        if state:
+            self._last_state = now
+            self._since_state = 0
+            self._state_due = False
+            done = {
+                (topic, processor.partition): processor.positions[stream]
+                for processor in self.processors.values()
+                for topic, stream in self._streams.items()
+            }
+            self.guard.forget_before({**done, **self._raw_offsets})
+        self.metrics.commit_seconds.observe(now - started)
+        log.debug("committed offsets=%d state=%s seconds=%.3f", len(offsets), state, now - started)
 
     def _on_commit_error(self, error: KafkaError) -> None:
+        # produce() on a producer in a fatal state raises the generic _FATAL code without the
+        # fatal flag; the cause went to error_cb. Either way that producer can do nothing more.
+        fatal = error.fatal() or error.code() == KafkaError._FATAL
         if (
             error.code() == KafkaError._FENCED
             or error.code() == KafkaError.PRODUCER_FENCED
-            or (error.fatal() and self.exactly_once)
+            or (fatal and self.exactly_once)
         ):
             raise FencedError(
                 f"this instance was fenced: another process uses transactional.id "
                 f"'{self.kafka.group_id}-{instance_id(self.config)}' ({error.str()}). Give every "
                 f"instance its own kafka.instance_id; this one stops."
             )
-        if error.fatal():
-            raise KafkaRuntimeError(f"fatal Kafka error: {error.str()}")
         log.warning("commit failed (%s); aborting and rewinding to the last commit", error.str())
+        if fatal:  # at least once: an idempotent producer the broker no longer knows
+            self._require_checkpoint().renew(f"it failed fatally ({error.str()})")
         self._rewind()
 
-    def _renew_producer(self, why: str) -> None:
-        """Replace a producer that cannot deliver or abort any more, dropping what it holds.
-
-        A producer whose broker forgot its producer id (a broker restarted without its data)
-        retries its records forever, or cannot abort its transaction; a new producer (with the
-        same transactional.id, re-initialised) gets a new id and works again. Its dropped records
-        were never committed: the rewind that follows processes their input again.
-        """
-        producer = self._producer
-        if producer is None:
-            return
-        producer.purge()
-        producer.flush(0)
-        self._producer = self._new_producer()
-        log.warning("replaced the producer: %s", why)
-
-    def _abort(self) -> None:
-        if self._in_transaction and self._producer is not None:
-            try:
-                self._producer.abort_transaction(30)
-            except KafkaException as exc:
-                log.warning("abort failed: %s", exc.args[0].str())
-                self._in_transaction = False
-                self._renew_producer("its transaction could not be aborted")
-        self._in_transaction = False
-
     def _rewind(self) -> None:
-        """Abortable failure: drop uncommitted work, restore state, seek back to committed offsets."""
-        self.metrics.commit_failures.inc()
-        self._abort()
-        self._delivery_errors.clear()
-        self._uncommitted = 0
-        partitions = sorted(self.tasks)
-        self.tasks.clear()
-        self._raw_offsets.clear()
-        self._recover(partitions)
-        assert self._consumer is not None
-        committed = self._committed(partitions)
-        for partition, offsets in committed.items():
-            for topic, offset in zip(self._stream_topics, offsets, strict=True):
-                self._seek(
-                    TopicPartition(topic, partition, offset if offset > 0 else _OFFSET_BEGINNING)
-                )
-        if self._forward_to:
-            raw = [TopicPartition(t, p) for t in self._forward_to for p in partitions]
-            for tp in self._consumer.committed(raw, timeout=30):
-                self._seek(
-                    TopicPartition(
-                        tp.topic, tp.partition, tp.offset if tp.offset >= 0 else _OFFSET_BEGINNING
-                    )
-                )
+        """Abortable failure: drop uncommitted work and restore every partition again.
 
-    def _seek(self, tp: TopicPartition) -> None:
+        The partitions are paused while their state is read (on the recovery thread), then
+        sought back to their restored positions.
+        """
+        self.metrics.commit_failures.inc()
+        if self._commit_failing_since is None:
+            self._commit_failing_since = time.monotonic()
+        self._require_checkpoint().abort()
+        self._uncommitted = 0
+        partitions = sorted(
+            set(self.processors) | {p for r in self._recoveries for p in r.partitions}
+        )
+        self.processors.clear()
+        self._standby.clear()
+        self._raw_offsets.clear()
+        self._recoveries.clear()
+        consumer = self._consumer
+        assert consumer is not None
+        if not partitions:
+            return
+        stream_partitions = [TopicPartition(t, p) for t in self._stream_topics for p in partitions]
+        consumer.pause(stream_partitions)
+        self._paused.update((tp.topic, tp.partition) for tp in stream_partitions)
+        self.ready.clear()
+        self._recover(partitions, rewind=True)
+
+    def _seek(self, tp: TopicPartition) -> bool:
+        """Whether the seek took; False when librdkafka says to try again later."""
         assert self._consumer is not None
         try:
             self._consumer.seek(tp)
+            return True
         except KafkaException as exc:
-            log.warning("seek %s/%d failed: %s", tp.topic, tp.partition, exc.args[0].str())
+            error = exc.args[0]
+            if error.code() == KafkaError._STATE:
+                return False  # not started yet (just assigned): the next turn tries again
+            log.warning("seek %s/%d failed: %s", tp.topic, tp.partition, error.str())
+            return False
 
     # --- errors ------------------------------------------------------------------------------
     def _on_consume_error(self, error: KafkaError) -> None:
-        if error.fatal():
-            raise KafkaRuntimeError(f"fatal consumer error: {error.str()}")
+        # A consumer in a fatal state reports the generic _FATAL code, without the fatal flag.
+        if error.fatal() or error.code() == KafkaError._FATAL:
+            hint = ""
+            if "instance ID is still used" in error.str():
+                hint = (
+                    " (kafka.static_membership with group_protocol consumer: after a crash the "
+                    "broker keeps the old member's group.instance.id until its session expires; "
+                    "a restart after that succeeds)"
+                )
+            raise KafkaRuntimeError(f"fatal consumer error: {error.str()}{hint}")
         log.warning("consume error: %s", error.str())
 
     def _on_client_error(self, error: KafkaError) -> None:
@@ -770,7 +1018,8 @@ class MonitorService:
                 return
             except KafkaException:
                 pass
-        if self._give_up(since):
+        limit = give_up_after(self.kafka.on_broker_down, self.kafka.broker_down_timeout)
+        if limit is not None and now - since > limit:
             raise KafkaRuntimeError(
                 f"kafka unreachable for more than {(self.kafka.broker_down_timeout or 0) / 1000:.0f}s "
                 f"(kafka.on_broker_down=exit)"
@@ -778,14 +1027,21 @@ class MonitorService:
 
     # --- probes ------------------------------------------------------------------------------
     def liveness(self) -> tuple[bool, dict[str, Any]]:
-        """Alive while the loop turns; a long restore is work, not a stall."""
-        stalled = time.monotonic() - self.last_progress
+        """Alive while the loop turns and commits succeed; a long restore is work, not a stall.
+
+        A loop that turns but whose every commit fails (and is rewound) makes no progress: past
+        the stall limit it is reported dead too, so an orchestrator restarts it.
+        """
+        now = time.monotonic()
+        stalled = now - self.last_progress
         limit = (self.config.metrics.stall_timeout or 90_000) / 1000
-        alive = not self.looping or self.restoring or stalled <= limit
+        failing = 0.0 if self._commit_failing_since is None else now - self._commit_failing_since
+        alive = not self.looping or (stalled <= limit and failing <= limit)
         return alive, {
             "starting": not self.looping,
             "restoring": self.restoring,
             "seconds_since_progress": round(stalled, 3),
+            "seconds_of_failing_commits": round(failing, 3),
         }
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
@@ -793,10 +1049,44 @@ class MonitorService:
         broker_up = self._down_since is None
         ready = self.ready.is_set() and broker_up and not self.restoring
         return ready, {
-            "partitions": sorted(self.tasks),
+            "partitions": sorted(self.processors),
             "restoring": self.restoring,
             "broker_reachable": broker_up,
         }
+
+
+def _resumes_at(processor: PartitionProcessor) -> tuple[int, int]:
+    """The offsets a successor starts from: past what is re-processed for a replay."""
+    until = processor.replay_until
+    at = processor.positions
+    if until is None:
+        return (at[0], at[1])
+    return (max(at[0], until[0]), max(at[1], until[1]))
+
+
+def _trigger(message: Message, alerts_topic: str) -> tuple[str, str, int, int] | None:
+    """(output id, input topic, partition, offset) of the record behind an alert or dead letter."""
+    if message.topic() == alerts_topic:
+        try:
+            event = orjson.loads(message.value() or b"{}")
+            position = event["data"]["source_position"]
+            return (
+                str(event["id"]),
+                position["topic"],
+                int(position["partition"]),
+                int(position["offset"]),
+            )
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            return None
+    identity = deadletters.header_dict(message.headers()).get(deadletters.DEAD_LETTER_ID)
+    if not identity:
+        return None
+    topic, _, rest = identity.rpartition("/")
+    topic, _, partition = topic.rpartition("/")
+    try:
+        return identity, topic, int(partition), int(rest)
+    except ValueError:
+        return None
 
 
 def _log_alert(event: dict[str, Any]) -> None:

@@ -53,6 +53,18 @@ def consumer_settings(config: Config, **overrides: Any) -> dict[str, Any]:
             "fetch.wait.max.ms": 100,
         }
     )
+    if kafka.group_protocol == "consumer":
+        # KIP-848: the broker assigns, incrementally. Its range assignor keeps partition p of
+        # every subscribed topic on one member (co-partitioning); session and heartbeat timing
+        # are the broker's, and librdkafka rejects the classic settings.
+        for classic in (
+            "partition.assignment.strategy",
+            "session.timeout.ms",
+            "heartbeat.interval.ms",
+        ):
+            del settings[classic]
+        settings["group.protocol"] = "consumer"
+        settings["group.remote.assignor"] = "range"
     if kafka.static_membership:
         settings["group.instance.id"] = f"{kafka.group_id}-{instance_id(config)}"
     settings.update(kafka.consumer)
@@ -75,9 +87,26 @@ def reader_settings(config: Config, purpose: str, **overrides: Any) -> dict[str,
             "fetch.wait.max.ms": 10,
         }
     )
-    settings.update(config.kafka.consumer)
+    # The group consumer's membership settings mean nothing to a consumer that never joins, and
+    # some are checked against each other (max.poll.interval.ms >= session.timeout.ms).
+    settings.update(
+        (key, value) for key, value in config.kafka.consumer.items() if key not in MEMBERSHIP
+    )
     settings.update(overrides)
     return settings
+
+
+MEMBERSHIP = frozenset(
+    {
+        "session.timeout.ms",
+        "heartbeat.interval.ms",
+        "max.poll.interval.ms",
+        "group.instance.id",
+        "group.protocol",
+        "group.remote.assignor",
+        "partition.assignment.strategy",
+    }
+)
 
 
 def producer_settings(config: Config, **overrides: Any) -> dict[str, Any]:
@@ -99,7 +128,10 @@ def producer_settings(config: Config, **overrides: Any) -> dict[str, Any]:
     )
     if kafka.processing_guarantee == "exactly_once":
         settings["transactional.id"] = f"{kafka.group_id}-{instance_id(config)}"
-        settings.setdefault("transaction.timeout.ms", 60_000)
+        # A dead instance's open transaction blocks read_committed readers of the partitions it
+        # wrote to until the broker aborts it, this long after it began (plus up to 10 s: the
+        # broker looks for timed-out transactions every 10 s). Kafka Streams uses 10 s too.
+        settings.setdefault("transaction.timeout.ms", 10_000)
     settings.update(kafka.producer)
     settings.update(overrides)
     return settings

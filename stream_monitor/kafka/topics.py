@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 
 from confluent_kafka import KafkaError, KafkaException
@@ -105,15 +106,26 @@ def ensure_topics(admin: AdminClient, config: Config, timeout: float = 15.0) -> 
             if error.code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise KafkaRuntimeError(f"cannot create topic {name}: {error.str()}") from exc
             outcome[name] = "exists"
-    check_partitions(admin, config, wanted)
+    # A created topic reaches every broker's metadata cache a moment later (Apache Kafka answers
+    # CreateTopics before that): wait for it rather than report it missing.
+    created = {name for name, result in outcome.items() if result == "created"}
+    deadline = time.monotonic() + timeout
+    counts = partition_counts(admin)
+    while not created <= counts.keys() and time.monotonic() < deadline:
+        time.sleep(0.05)
+        counts = partition_counts(admin)
+    check_partitions(admin, config, wanted, counts)
     return outcome
 
 
 def check_partitions(
-    admin: AdminClient, config: Config, wanted: list[NewTopic] | None = None
+    admin: AdminClient,
+    config: Config,
+    wanted: list[NewTopic] | None = None,
+    counts: dict[str, int] | None = None,
 ) -> None:
     """Co-partitioning is what keeps a model's join and detectors on one instance: verify it."""
-    counts = partition_counts(admin)
+    counts = partition_counts(admin) if counts is None else counts
     names = TopicNames.from_config(config)
     # Alerts and dead letters may have any partition count; the rest must line up.
     free = {names.alerts, names.dead_letters}

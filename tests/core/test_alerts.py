@@ -8,7 +8,7 @@ import jsonschema
 import pytest
 
 from stream_monitor.core.alerts import alert_id, severity
-from stream_monitor.core.events import LABEL, PREDICTION
+from stream_monitor.core.events import LABEL, PREDICTION, Record
 from stream_monitor.core.monitor import Monitor
 from stream_monitor.scenarios import generate
 from tests.helpers import alert_schema, config, golden_stream, monitor, prediction, records
@@ -72,7 +72,7 @@ def test_alerts_validate_against_the_schema() -> None:
     schema = alert_schema()
     jsonschema.Draft202012Validator.check_schema(schema)
     scenario = generate("default", events=4000, seed=3)
-    m = Monitor(config())
+    m = Monitor(config().monitor_settings())
     batch = records(PREDICTION, scenario.predictions) + records(
         LABEL, scenario.labels, topic="labels"
     )
@@ -107,7 +107,7 @@ def test_cooldown_turns_one_change_into_one_alert(cooldown: int, expected: int) 
     events = [prediction(i, features={"x": v}) for i, v in enumerate(shifting_stream())]
     alerts = m.process(records(PREDICTION, events)).alerts
     assert len(alerts) == expected
-    assert m.counters.suppressed == 3 - expected
+    assert m.counters.in_cooldown == 3 - expected
 
 
 def test_performance_alert_names_the_feature_that_moved() -> None:
@@ -125,9 +125,11 @@ def test_performance_alert_names_the_feature_that_moved() -> None:
         late = i >= 2000
         features = {"income": rng.gauss(60 if late else 50, 10), "age": rng.gauss(40, 12)}
         correct = rng.random() > (0.4 if late else 0.1)
-        batch.append((PREDICTION, prediction(i, prediction=1, features=features), None, "p", 0, i))
         batch.append(
-            (
+            Record(PREDICTION, prediction(i, prediction=1, features=features), None, "p", 0, i)
+        )
+        batch.append(
+            Record(
                 LABEL,
                 {"prediction_id": f"p{i}", "model": "m", "label": 1 if correct else 0},
                 None,

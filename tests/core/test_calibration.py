@@ -19,10 +19,8 @@ from stream_monitor.core.calibration import (
 )
 from stream_monitor.core.events import PREDICTION
 from stream_monitor.core.monitor import Monitor
-from stream_monitor.core.state import StateCodec
 from stream_monitor.errors import ConfigError
-from tests.core.test_state import KEY, through_bytes
-from tests.helpers import ROOT, config, monitor, prediction, records
+from tests.helpers import ROOT, config, monitor, prediction, records, through_changelog
 
 SCALES = [(0.0, 1.0), (1000.0, 0.001), (-5.0, 1000.0)]
 
@@ -53,10 +51,10 @@ def test_threshold_meets_the_two_sided_safety_adjusted_budget() -> None:
     threshold = page_hinkley_threshold(1e6, 1.0)
     assert threshold == pytest.approx(14.0358, abs=1e-3)
     assert siegmund_arl(threshold, 1.0) == pytest.approx(8e6, rel=1e-6)
-    rule = calibrated().rules["c"]
+    rule = calibrated().settings.rules["c"]
     assert rule.params["delta"] == 0.5 and rule.params["alpha"] == 1.0
     assert rule.params["threshold"] == threshold
-    assert calibrated("adwin", family_size=4).rules["c"].params["delta"] == 0.002 / 4
+    assert calibrated("adwin", family_size=4).settings.rules["c"].params["delta"] == 0.002 / 4
 
 
 @pytest.mark.parametrize(
@@ -166,8 +164,7 @@ def test_restore_mid_warmup_or_after_gives_identical_alerts(cut: int) -> None:
     assert uninterrupted
     first = calibrated(warmup=1000)
     before = [a.id for a in first.process(batch[:cut]).alerts]
-    second = calibrated(warmup=1000)
-    second.restore(through_bytes(first.snapshot(), StateCodec(KEY)))
+    second = through_changelog(first)
     after = [a.id for a in second.process(batch[cut:]).alerts]
     assert before + after == uninterrupted
 

@@ -8,7 +8,13 @@ import orjson
 import pytest
 
 from stream_monitor.core.events import (
+    MAX_TIME_MS,
+    MIN_TIME_MS,
+    PREDICTION,
     EventError,
+    Prediction,
+    Record,
+    decode,
     decode_label,
     decode_prediction,
     parse_timestamp,
@@ -40,9 +46,19 @@ def test_full_prediction_decodes_and_ignores_unknown_fields() -> None:
     assert event.segment == {"region": "eu"}
 
 
+T = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+
+
 def test_kafka_timestamp_is_the_fallback_and_event_time_wins() -> None:
-    assert decode_prediction(GOOD, fallback_time_ms=42).time_ms == 42
-    assert decode_prediction(dict(GOOD, timestamp=7), fallback_time_ms=42).time_ms == 7
+    assert decode_prediction(GOOD, fallback_time_ms=T + 42).time_ms == T + 42
+    assert decode_prediction(dict(GOOD, timestamp=T + 7), fallback_time_ms=T + 42).time_ms == T + 7
+
+
+def test_a_kafka_timestamp_out_of_bounds_is_no_event_time() -> None:
+    record = Record(PREDICTION, dict(GOOD), 42, "p", 0, 0)  # a producer that set 42 ms
+    event = decode(record)
+    assert isinstance(event, Prediction) and event.time_ms is None
+    assert decode(record._replace(timestamp_ms=T)).time_ms == T  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize(
@@ -187,6 +203,49 @@ def test_label_contract() -> None:
 
 
 def test_timestamps() -> None:
-    assert parse_timestamp("1970-01-01T00:00:01Z") == 1000
-    assert parse_timestamp("1970-01-01T01:00:01+01:00") == 1000
-    assert parse_timestamp(1234) == 1234
+    assert parse_timestamp("2026-01-01T00:00:01Z") == T + 1000
+    assert parse_timestamp("2026-01-01T01:00:01+01:00") == T + 1000
+    assert parse_timestamp(T + 1234) == T + 1234
+    assert parse_timestamp("2000-01-01T00:00:00Z") == MIN_TIME_MS
+    assert parse_timestamp(MAX_TIME_MS - 1) == MAX_TIME_MS - 1
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (
+            1_767_225_600,
+            "field 'timestamp' is 1767225600, outside 2000-01-01 .. 2100-01-01 in epoch "
+            "milliseconds (it looks like epoch seconds: send milliseconds)",
+        ),
+        (
+            1_767_225_600_000_000,
+            "field 'timestamp' is 1767225600000000, outside 2000-01-01 .. 2100-01-01 in epoch "
+            "milliseconds (it looks like epoch microseconds: send milliseconds)",
+        ),
+        (
+            1_767_225_600_000_000_000,
+            "field 'timestamp' is 1767225600000000000, outside 2000-01-01 .. 2100-01-01 in epoch "
+            "milliseconds (it looks like epoch nanoseconds: send milliseconds)",
+        ),
+        (-5, "field 'timestamp' is -5, outside 2000-01-01 .. 2100-01-01 in epoch milliseconds"),
+        (MAX_TIME_MS, f"field 'timestamp' is {MAX_TIME_MS}, outside 2000-01-01 .. 2100-01-01"),
+        (
+            "9999-12-31T23:59:59Z",
+            "field 'timestamp' is '9999-12-31T23:59:59Z', outside 2000-01-01 .. 2100-01-01",
+        ),
+        (
+            "1999-12-31T23:59:59.999Z",
+            "field 'timestamp' is '1999-12-31T23:59:59.999Z', outside 2000-01-01 .. 2100-01-01",
+        ),
+        (
+            "0001-01-01T00:00:00+01:00",
+            "field 'timestamp' is '0001-01-01T00:00:00+01:00', outside 2000-01-01 .. 2100-01-01",
+        ),
+    ],
+)
+def test_timestamps_out_of_bounds_are_invalid_values_that_say_why(value: Any, message: str) -> None:
+    with pytest.raises(EventError) as caught:
+        decode_prediction(dict(GOOD, timestamp=value))
+    assert (caught.value.reason, caught.value.field) == ("invalid_value", "timestamp")
+    assert caught.value.message.startswith(message)

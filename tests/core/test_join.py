@@ -93,7 +93,7 @@ def test_out_of_order_pair_beyond_ttl_is_late() -> None:
 def test_changes_track_every_added_and_removed_key() -> None:
     j = join()
     j.add_prediction(("m", "a"), Pending("m", 1, 0))
-    assert j.take_changes() == {("m", "a")}
+    assert j.take_changes() == [("m", "a")]
     j.add_label(("m", "a"), WaitingLabel(1, 0))
-    assert j.take_changes() == {("m", "a")}
+    assert j.take_changes() == [("m", "a")]
     assert j.dump_entry(("m", "a")) is None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from stream_monitor.core.events import LABEL, PREDICTION
+from stream_monitor.core.events import LABEL, PREDICTION, Record
 from stream_monitor.core.monitor import Monitor
 from tests.helpers import monitor, prediction, records
 
@@ -158,7 +158,7 @@ def test_invalid_events_become_dead_letters_and_feed_invalid_rate() -> None:
 
 
 def test_unknown_kind_is_a_dead_letter() -> None:
-    out = monitor().process([("mystery", b"{}", None, "x", 0, 0)])
+    out = monitor().process([Record("mystery", b"{}", None, "x", 0, 0)])
     assert out.dead_letters[0].error.reason == "unknown_kind"
 
 
@@ -202,3 +202,34 @@ def test_overrides_and_feature_selection() -> None:
     assert [t.rule.name for t in slots["a"].values.tracks] == ["ph", "adwin"]  # type: ignore[union-attr]
     assert slots["a"].missing is None
     assert slots["id"].values is None and slots["id"].missing is not None
+
+
+def test_feature_and_key_bounds_stop_growth_and_count_the_overflow() -> None:
+    m = monitor(limits={"max_keys": 2, "max_features": 3, "max_feature_name": 10})
+    features = {f"f{i}": float(i) for i in range(5)} | {"x" * 11: 1.0}
+    m.process(
+        records(
+            PREDICTION,
+            [prediction(i, model=f"m{i % 3}", features=features) for i in range(30)],
+        )
+    )
+    assert sorted(m.keys) == ["m0", "m1"]  # m2 would be a third key
+    assert all(sorted(state.features) == ["f0", "f1", "f2"] for state in m.keys.values())
+    assert m.counters.overflow == {"keys": 10, "features": 40, "feature_names": 20}
+    assert m.counters.events == {"prediction": 30, "label": 0}
+
+
+def test_random_feature_names_cost_no_more_than_the_bound() -> None:
+    """Random names used to grow one key's features without end (4,002 of them, 3.4 ms/event)."""
+    m = monitor()
+    m.process(
+        records(
+            PREDICTION,
+            [
+                prediction(i, features={f"random-{i}-{j}": 1.0 for j in range(4)})
+                for i in range(400)
+            ],
+        )
+    )
+    assert len(m.keys["m"].features) == 500
+    assert m.counters.overflow == {"features": 1100}

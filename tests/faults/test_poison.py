@@ -16,11 +16,12 @@ from typing import Any
 import orjson
 import pytest
 from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic
 
-from stream_monitor.core.events import PREDICTION
+from stream_monitor.brokers import LocalBroker
+from stream_monitor.core.events import PREDICTION, Record
 from stream_monitor.core.monitor import Monitor
-from stream_monitor.embedded import EmbeddedBroker
-from stream_monitor.kafka import deadletters
+from stream_monitor.processing import deadletters
 from stream_monitor.scenarios import BASE_TIME_MS, generate
 from tests.faults.hostile import EXTREME_MODEL, Hostile, hostile_messages
 from tests.helpers import config as core_config
@@ -45,9 +46,9 @@ GOOD = 600  # predictions per model (and as many labels)
 def test_every_hostile_message_gets_the_promised_reason_from_the_core() -> None:
     """The generator's expectations hold for the pure core (so the Kafka test checks transport)."""
     messages = hostile_messages(seed=5, count=HOSTILE, big=BIG)
-    records = [(h.kind, h.value, None, "t", 0, i) for i, h in enumerate(messages)]
-    output = Monitor(core_config()).process(records)
-    reasons = {dead.record[5]: dead.error.reason for dead in output.dead_letters}
+    records = [Record(h.kind, h.value, None, "t", 0, i) for i, h in enumerate(messages)]
+    output = Monitor(core_config().monitor_settings()).process(records)
+    reasons = {dead.record.offset: dead.error.reason for dead in output.dead_letters}
     assert {i: h.reason for i, h in enumerate(messages) if h.reason} == reasons
     assert sum(1 for h in messages if h.reason) >= 10_000
 
@@ -76,10 +77,19 @@ def _interleave(
     "guarantee", ["exactly_once", pytest.param("at_least_once", marks=pytest.mark.slow)]
 )
 def test_poison_input_is_dead_lettered_and_good_input_processed_across_a_kill(
-    broker: EmbeddedBroker, tmp_path: Path, guarantee: str, figures: Callable[..., None]
+    broker: LocalBroker, tmp_path: Path, guarantee: str, figures: Callable[..., None]
 ) -> None:
     data = config_data(broker.bootstrap_servers, processing_guarantee=guarantee, batch_size=500)
     config = make_config(data)
+    # The input topics take 10 MB records, as a cluster that raised its limits would (Apache
+    # Kafka's default is 1 MiB); the monitor's own topics keep the broker's defaults.
+    big_enough = {"max.message.bytes": str(16 * 1024 * 1024)}
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap_servers})
+    inputs = [config.kafka.topics.predictions, config.kafka.topics.labels]
+    for future in admin.create_topics(
+        [NewTopic(topic, config.kafka.partitions, 1, config=big_enough) for topic in inputs]
+    ).values():
+        future.result()
     names = create_topics(config)
     scenario = generate("stable", events=GOOD, seed=21)
     good = [(PREDICTION, e) for e in scenario.predictions] + [("label", e) for e in scenario.labels]

@@ -15,15 +15,15 @@ import pytest
 from confluent_kafka import Consumer, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
+from stream_monitor.brokers import LocalBroker
 from stream_monitor.core.state import MAGIC, StateCodec
-from stream_monitor.embedded import EmbeddedBroker
-from stream_monitor.kafka.changelog import OFFSETS_HEADER, encode_tag
 from stream_monitor.kafka.settings import (
     admin_settings,
     consumer_settings,
     producer_settings,
     reader_settings,
 )
+from stream_monitor.processing.changelog import OFFSETS_HEADER, encode_tag, signing_context
 from tests.kafka.support import (
     KEY,
     ServiceProcess,
@@ -46,31 +46,44 @@ class _Payload:
         return (os.mkdir, (str(self.marker),))
 
 
+FORGERIES = {
+    "pickle": "state record signature does not match",  # behind our header: checked first
+    "flipped byte": "state record signature does not match",
+    "other key": "state record signature does not match",
+    "moved from another partition": "state record signature does not match",
+    "unsigned tombstone": "state deletion (tombstone) is not signed",
+}
+
+
 @pytest.mark.kafka
-@pytest.mark.parametrize("forgery", ["pickle", "flipped byte", "other key"])
+@pytest.mark.parametrize("forgery", list(FORGERIES))
 def test_forged_changelog_records_stop_the_monitor_with_a_clear_error(
-    broker: EmbeddedBroker, tmp_path: Path, forgery: str
+    broker: LocalBroker, tmp_path: Path, forgery: str
 ) -> None:
     data = config_data(broker.bootstrap_servers)
     config = make_config(data)
     names = create_topics(config)
     marker = tmp_path / "executed"
-    genuine = StateCodec(KEY.encode()).encode({"seen": 1})
+    # Tagged with offsets the group has "committed" (none yet: 0, 0), so restore must read it.
+    tag = encode_tag((0, 0))
+    codec = StateCodec(KEY.encode())
+    genuine = codec.encode(b"k:m", {"seen": 1}, signing_context(0, tag))
+    headers = [(OFFSETS_HEADER, tag)]
+    value: bytes | None
     if forgery == "pickle":
         value = MAGIC + b"\0" * 32 + pickle.dumps(_Payload(marker))
     elif forgery == "flipped byte":
         value = genuine[:-2] + bytes([genuine[-2] ^ 0x01]) + genuine[-1:]
+    elif forgery == "other key":
+        value = StateCodec(b"an-attackers-own-signing-key").encode(
+            b"k:m", {"seen": 1}, signing_context(0, tag)
+        )
+    elif forgery == "moved from another partition":
+        value = codec.encode(b"k:m", {"seen": 1}, signing_context(3, tag))
     else:
-        value = StateCodec(b"an-attackers-own-signing-key").encode({"seen": 1})
+        value = None
     producer = Producer({"bootstrap.servers": broker.bootstrap_servers})
-    # Tagged with offsets the group has "committed" (none yet: 0, 0), so restore must read it.
-    producer.produce(
-        names.state,
-        key=b"m",
-        value=value,
-        partition=0,
-        headers=[(OFFSETS_HEADER, encode_tag((0, 0)))],
-    )
+    producer.produce(names.state, key=b"k:m", value=value, partition=0, headers=headers)
     assert producer.flush(10) == 0
 
     service = ServiceProcess(data, tmp_path).start()
@@ -78,10 +91,9 @@ def test_forged_changelog_records_stop_the_monitor_with_a_clear_error(
     code = service.process.wait(90)
     log = service.output()
     assert code == 1, log
-    assert (
-        "stopping: state record signature does not match: the record was tampered with or "
-        "signed with another key (check state.signing_key)"
-    ) in log, log
+    assert f"stopping: {FORGERIES[forgery]}" in log, log
+    assert f"({names.state}/0@0 key=b'k:m'; state.on_invalid_record=stop)" in log, log
+    assert "Traceback" not in log
     assert not marker.exists()
 
 
@@ -110,7 +122,7 @@ def test_sasl_and_ssl_settings_reach_every_client(tmp_path: Path) -> None:
 
 
 @pytest.mark.kafka
-def test_secrets_stay_out_of_debug_logs(broker: EmbeddedBroker, tmp_path: Path) -> None:
+def test_secrets_stay_out_of_debug_logs(broker: LocalBroker, tmp_path: Path) -> None:
     data = config_data(broker.bootstrap_servers)
     # Plaintext broker: librdkafka accepts SASL credentials it never needs, so the service starts
     # and logs its settings, at DEBUG (librdkafka's log lines then pass through too).

@@ -20,14 +20,19 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from stream_monitor.config import Config, build_config
-from stream_monitor.core.events import LABEL, PREDICTION
+from stream_monitor.core.events import LABEL, PREDICTION, Record
 from stream_monitor.core.monitor import Monitor
 from stream_monitor.core.state import StateCodec
-from stream_monitor.kafka.changelog import RUNTIME_KEY, Changelog
+from stream_monitor.kafka.changelog import Changelog, StateRead
+from stream_monitor.kafka.offsets import committed_offsets
 from stream_monitor.kafka.service import MonitorService
 from stream_monitor.kafka.settings import reader_settings
 from stream_monitor.kafka.topics import TopicNames, ensure_topics
+from stream_monitor.partitioning import partition_for
+from stream_monitor.processing.changelog import InvalidRecords, RecordCheck
+from stream_monitor.processing.partition import PartitionProcessor
 from stream_monitor.publish import event_producer, publish
+from stream_monitor.replay import run
 from stream_monitor.scenarios import Scenario
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -136,11 +141,25 @@ def alert_events(bootstrap: str, topic: str, **kwargs: Any) -> list[dict[str, An
 
 
 def expected_alerts(config: Config, scenario: Scenario) -> dict[str, dict[str, Any]]:
-    """The core's alerts offline: per key the order is the produced order, so ids must match."""
-    monitor = Monitor(config, source=config.kafka.group_id)
-    records = [(PREDICTION, e, None, "p", 0, i) for i, e in enumerate(scenario.predictions)]
-    records += [(LABEL, e, None, "l", 0, i) for i, e in enumerate(scenario.labels)]
-    return {alert.id: alert.event for alert in monitor.process(records).alerts}
+    """The alerts of replaying the scenario offline, as `run` must publish them.
+
+    Each event goes to the partition its model key lands on (murmur2), in produced order, so the
+    records, and so the ids and even the source positions, are those of the Kafka topics.
+    """
+    names = TopicNames.from_config(config)
+    streams: dict[int, tuple[list[Record], list[Record]]] = {
+        p: ([], []) for p in range(config.kafka.partitions)
+    }
+    for kind, topic, events, stream in (
+        (PREDICTION, names.predictions, scenario.predictions, 0),
+        (LABEL, names.labels, scenario.labels, 1),
+    ):
+        for event in events:
+            partition = partition_for(event["model"].encode(), config.kafka.partitions)
+            records = streams[partition][stream]
+            records.append(Record(kind, event, None, topic, partition, len(records)))
+    found = run(config.monitor_settings(), streams, source=config.kafka.group_id)
+    return {alert.id: alert.event for _, alerts, _ in found for alert in alerts}
 
 
 def without_position(event: dict[str, Any]) -> dict[str, Any]:
@@ -154,39 +173,100 @@ def committed_total(config: Config, topic: str) -> int:
     )
     try:
         partitions = [TopicPartition(topic, p) for p in range(config.kafka.partitions)]
-        return sum(max(tp.offset, 0) for tp in consumer.committed(partitions, timeout=10))
+        return sum(max(tp.offset, 0) for tp in committed_offsets(consumer, partitions))
     finally:
         consumer.close()
 
 
 def restored_monitors(config: Config) -> dict[int, Monitor]:
-    """The state a new instance would restore, per partition, as Monitors to inspect."""
+    """The state a new instance would restore, per partition, as Monitors to inspect.
+
+    Like a real restore, the input between the state's checkpoint and the committed offsets is
+    read and processed again (state is written less often than offsets are committed).
+    """
     names = TopicNames.from_config(config)
+    streams = (names.predictions, names.labels)
+    if config.kafka.partitioning == "repartition":
+        streams = (names.repartition_predictions, names.repartition_labels)
     consumer = Consumer(
         {"bootstrap.servers": config.kafka.bootstrap_servers, "group.id": config.kafka.group_id}
     )
     try:
-        streams = (names.predictions, names.labels)
-        if config.kafka.partitioning == "repartition":
-            streams = (names.repartition_predictions, names.repartition_labels)
-        tags = {}
+        committed: dict[int, tuple[int, ...]] = {}
         for p in range(config.kafka.partitions):
-            committed = consumer.committed(
-                [TopicPartition(topic, p) for topic in streams], timeout=10
-            )
-            tags[p] = tuple(max(tp.offset, 0) for tp in committed)
+            found = committed_offsets(consumer, [TopicPartition(topic, p) for topic in streams])
+            committed[p] = tuple(max(tp.offset, 0) for tp in found)
     finally:
         consumer.close()
-    restored = Changelog(names.state, StateCodec(KEY.encode())).restore(
-        reader_settings(config, "test"), tags
+    check = RecordCheck(StateCodec(KEY.encode()), InvalidRecords("stop"))
+    state = Changelog(names.state, check).read(
+        reader_settings(config, "test"), StateRead(committed, check)
     )
     monitors = {}
-    for partition, items in restored.items():
-        items.pop(RUNTIME_KEY, None)
-        monitor = Monitor(config)
-        monitor.restore(items.items())
+    for partition in range(config.kafka.partitions):
+        monitor = Monitor(config.monitor_settings(), source=config.kafka.group_id)
+        tag = state.state_tag(partition) or (0, 0)
+        restored = state.restored(partition)
+        for changes in restored.changes:
+            monitor.restore(changes)
+        if tag != committed[partition]:
+            merge = restored.processor.get("merge") or (0, 0)
+            processor = PartitionProcessor(
+                partition,
+                monitor,
+                restored.writer,
+                positions=(tag[0], tag[1]),
+                merge_times=(merge[0], merge[1]),
+            )
+            for stream, topic in enumerate(streams):
+                kind = (PREDICTION, LABEL)[stream]
+                processor.add(
+                    stream,
+                    input_range(
+                        config, topic, kind, partition, tag[stream], committed[partition][stream]
+                    ),
+                )
+            processor.process((True, True))
         monitors[partition] = monitor
     return monitors
+
+
+def input_range(
+    config: Config, topic: str, kind: str, partition: int, start: int, end: int
+) -> list[Record]:
+    """The records of one input partition in [start, end), as the service reads them."""
+    if start >= end:
+        return []
+    consumer = Consumer(
+        {
+            "bootstrap.servers": config.kafka.bootstrap_servers,
+            "group.id": unique("range"),
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+        }
+    )
+    try:
+        consumer.assign([TopicPartition(topic, partition, start)])
+        found: list[Record] = []
+        deadline = time.monotonic() + 30
+        while (not found or found[-1].offset < end - 1) and time.monotonic() < deadline:
+            for message in consumer.consume(500, 0.2):
+                if message.error() is None and message.offset() < end:
+                    kind_of, stamp = message.timestamp()
+                    found.append(
+                        Record(
+                            kind,
+                            message.value() or b"",
+                            stamp if kind_of else None,
+                            topic,
+                            partition,
+                            message.offset(),
+                            message.key(),
+                        )
+                    )
+        return found
+    finally:
+        consumer.close()
 
 
 def observation_counts(monitors: dict[int, Monitor]) -> dict[tuple[str, str], int]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.suite import Sizes, markdown, run_suite
-from stream_monitor.embedded import EmbeddedBroker
+from stream_monitor.brokers import LocalBroker
 
 pytestmark = pytest.mark.kafka
 
@@ -32,30 +32,30 @@ TINY = Sizes(
 )
 
 
-def test_suite_reports_every_figure(broker: EmbeddedBroker, tmp_path: Path) -> None:
-    figures = run_suite(TINY, tmp_path, broker.bootstrap_servers)
+def test_suite_reports_every_figure(broker: LocalBroker, tmp_path: Path) -> None:
+    figures = run_suite(TINY, tmp_path, [broker.kind], broker.bootstrap_servers)
 
-    assert set(figures) >= {
-        "sizes",
-        "throughput",
-        "latency",
-        "latency_tuned",
-        "memory",
-        "recovery",
-        "recovery_static",
-        "core",
-        "faust",
-        "machine",
-        "rows",
-    }
-    assert set(figures["throughput"]) >= {"limit", "exactly_once", "at_least_once", "events"}
-    assert set(figures["latency"]) >= {"p50_ms", "p99_ms", "alerts", "achieved_rate"}
-    assert set(figures["memory"]["first"]) >= {"rss_bytes", "keys", "pending_joins"}
-    assert figures["memory"]["after_growth"]["events"] == 3000
-    for phase in ("recovery", "recovery_static"):
-        assert set(figures[phase]) >= {"ready_seconds", "consuming_seconds", "keys_in_state"}
+    assert set(figures) >= {"sizes", "brokers", "core", "machine", "rows", "phase_seconds"}
+    measured = figures["brokers"][broker.kind]
+    recoveries = {"recovery", "recovery_static"}
+    if broker.kind == "kafka":
+        recoveries |= {"recovery_kip848"}
+    assert set(measured) == {"throughput", "latency", "latency_tuned", "memory", "faust"} | (
+        recoveries
+    )
+    assert set(measured["throughput"]) >= {"limit", "exactly_once", "at_least_once", "events"}
+    assert set(measured["latency"]) >= {"p50_ms", "p99_ms", "alerts", "achieved_rate"}
+    assert set(measured["memory"]["first"]) >= {"rss_bytes", "keys", "pending_joins"}
+    assert measured["memory"]["after_growth"]["events"] == 3000
+    for phase in recoveries:
+        assert set(measured[phase]) >= {"ready_seconds", "consuming_seconds", "keys_in_state"}
     assert all(
-        set(row) == {"figure", "value", "unit", "ratio", "baseline", "target", "met"}
+        set(row) == {"figure", "unit", "values", "ratios", "baseline", "target", "met"}
         for row in figures["rows"]
     )
-    assert markdown(figures).startswith("| figure | value |")
+    assert all(broker.kind in row["values"] or "core" in row["values"] for row in figures["rows"])
+    table = markdown(figures)
+    assert table.startswith("| figure | ")
+    assert ("Apache Kafka" if broker.kind == "kafka" else "Tansu (embedded)") in table.splitlines()[
+        0
+    ]

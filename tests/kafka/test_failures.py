@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError, KafkaException, Producer
 
+from stream_monitor.brokers import LocalBroker
 from stream_monitor.core.state import StateCodec
-from stream_monitor.embedded import EmbeddedBroker
 from stream_monitor.kafka import FencedError
 from stream_monitor.kafka.service import MonitorService
 from stream_monitor.scenarios import generate
@@ -47,16 +47,15 @@ class FlakyProducer(Producer):  # type: ignore[misc]
 
 
 def test_abortable_commit_failures_rewind_and_lose_or_duplicate_nothing(
-    broker: EmbeddedBroker,
+    broker: LocalBroker,
 ) -> None:
-    config = make_config(
-        config_data(
-            broker.bootstrap_servers,
-            commit_interval="300ms",
-            commit_max_events=1000,
-            batch_size=400,
-        )
+    data = config_data(
+        broker.bootstrap_servers, commit_interval="300ms", commit_max_events=1000, batch_size=400
     )
+    # A state checkpoint (a commit) every 1,000 records whatever the broker's speed: 18,000
+    # records make at least 18 commits, so at least 6 injected failures.
+    data["state"]["checkpoint_max_events"] = 1000
+    config = make_config(data)
     names = create_topics(config)
     scenario = generate("default", events=EVENTS, seed=9)
     produce_scenario(broker.bootstrap_servers, names, scenario)

@@ -15,8 +15,8 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from stream_monitor.embedded import EmbeddedBroker
-from stream_monitor.kafka import deadletters
+from stream_monitor.brokers import LocalBroker
+from stream_monitor.processing import deadletters
 from stream_monitor.publish import event_producer, publish
 from stream_monitor.scenarios import generate
 from tests.kafka.support import (
@@ -61,7 +61,7 @@ def dead_letters(
 
 
 def test_faust_and_confluent_runtimes_give_the_same_alerts_and_dead_letters(
-    broker: EmbeddedBroker, tmp_path: Path
+    broker: LocalBroker, tmp_path: Path
 ) -> None:
     kafka_data = config_data(broker.bootstrap_servers)
     faust_data = config_data(broker.bootstrap_servers, processing_guarantee="at_least_once")
@@ -106,7 +106,7 @@ def test_faust_and_confluent_runtimes_give_the_same_alerts_and_dead_letters(
 
 
 def test_faust_restart_after_kill_restores_state_and_loses_no_alert(
-    broker: EmbeddedBroker, tmp_path: Path
+    broker: LocalBroker, tmp_path: Path
 ) -> None:
     data = config_data(
         broker.bootstrap_servers, processing_guarantee="at_least_once", commit_interval="1s"
@@ -138,7 +138,7 @@ def test_faust_restart_after_kill_restores_state_and_loses_no_alert(
     finally:
         assert second.terminate() == 0, second.output()
     log = second.output()
-    assert re.search(r"restored state partitions=\[[0-9, ]+\] keys=[1-9]", log), log
+    assert re.search(r"recovered partitions=\[[0-9, ]+\] keys=[1-9]", log), log
 
     # At least once: a batch the first worker published but had not committed comes again, with
     # the same ids. Every expected alert is there, and nothing else.

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,7 +15,8 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from stream_monitor.embedded import EmbeddedBroker
+from stream_monitor.brokers import LocalBroker
+from stream_monitor.scenarios import generate
 from stream_monitor.simulate import SimulationPlan
 from tests.helpers import run_cli
 from tests.kafka.support import (
@@ -23,13 +27,15 @@ from tests.kafka.support import (
     create_topics,
     expected_alerts,
     make_config,
+    produce_scenario,
     wait_for,
+    wait_until_consumed,
 )
 
 pytestmark = pytest.mark.kafka
 
 
-def tail(broker: EmbeddedBroker, topic: str, *extra: str) -> subprocess.CompletedProcess[str]:
+def tail(broker: LocalBroker, topic: str, *extra: str) -> subprocess.CompletedProcess[str]:
     """`stream-monitor tail` over a whole topic, stopping at its end."""
     return run_cli(
         "tail",
@@ -60,7 +66,8 @@ def test_demo_short_mode_shows_the_expected_alerts_and_exits_0() -> None:
     assert "%3|" not in result.stderr
 
 
-def test_simulate_run_tail_round_trip(broker: EmbeddedBroker) -> None:
+def test_simulate_run_tail_round_trip(each_broker: LocalBroker) -> None:
+    broker = each_broker
     data = config_data(broker.bootstrap_servers)
     config = make_config(data)
     names = create_topics(config)
@@ -108,7 +115,46 @@ def test_simulate_run_tail_round_trip(broker: EmbeddedBroker) -> None:
     assert any("performance/error" in line for line in lines)
 
 
-def test_tail_shows_dead_letter_reasons(broker: EmbeddedBroker) -> None:
+def readme_kcat_command() -> list[str]:
+    """The kcat command the README gives for reading alerts, as its arguments."""
+    found = re.search(r"`(kcat -b \S+ -C -t alerts [^`]*)`", (ROOT / "README.md").read_text())
+    assert found, "the README no longer shows a kcat command for the alerts topic"
+    return shlex.split(found.group(1))
+
+
+def test_the_readme_kcat_command_shows_alerts_with_their_cloudevents_header(
+    broker: LocalBroker,
+) -> None:
+    kcat = shutil.which("kcat")
+    if kcat is None:
+        pytest.skip("kcat is not installed (make test-tools, or apt-get install kcat)")
+    if not broker.aborts_dead_transactions:
+        pytest.skip(
+            "Debian's kcat 1.7.1 cannot connect to the embedded broker (docs/reliability.md)"
+        )
+    config = make_config(config_data(broker.bootstrap_servers))
+    names = create_topics(config)
+    scenario = generate("default", events=1500, seed=3)
+    produce_scenario(broker.bootstrap_servers, names, scenario)
+    with ServiceThread(config):
+        wait_until_consumed(config, names, scenario)
+    command = readme_kcat_command()
+    command[command.index("-b") + 1] = broker.bootstrap_servers
+    command[command.index("-t") + 1] = names.alerts
+    result = subprocess.run(
+        [kcat, *command[1:]], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    records = [orjson.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    assert records, result.stderr
+    for record in records:
+        assert record["headers"] == ["content-type", "application/cloudevents+json"]
+        assert orjson.loads(record["payload"])["specversion"] == "1.0"
+    ids = sorted(orjson.loads(record["payload"])["id"] for record in records)
+    assert ids == sorted(expected_alerts(config, scenario))
+
+
+def test_tail_shows_dead_letter_reasons(broker: LocalBroker) -> None:
     config = make_config(config_data(broker.bootstrap_servers))
     names = create_topics(config)
     producer = Producer({"bootstrap.servers": broker.bootstrap_servers})

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from stream_monitor.brokers import LocalBroker
 from stream_monitor.embedded import BrokerError, EmbeddedBroker, free_port
 from stream_monitor.kafka.topics import TopicMismatch, ensure_topics
 from tests.helpers import run_cli
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.kafka
 
 
 def test_topics_create_is_idempotent_and_compacts_state(
-    broker: EmbeddedBroker, tmp_path: Path
+    broker: LocalBroker, tmp_path: Path
 ) -> None:
     data = config_data(broker.bootstrap_servers)
     path = tmp_path / "c.yaml"
@@ -48,7 +49,7 @@ def test_topics_create_is_idempotent_and_compacts_state(
     assert described["cleanup.policy"].value == "compact"
 
 
-def test_topics_create_reports_a_partition_mismatch(broker: EmbeddedBroker) -> None:
+def test_topics_create_reports_a_partition_mismatch(broker: LocalBroker) -> None:
     config = make_config(config_data(broker.bootstrap_servers))
     admin = AdminClient({"bootstrap.servers": broker.bootstrap_servers})
     admin.create_topics([NewTopic(config.kafka.topics.labels, 2, 1)])[
@@ -100,7 +101,7 @@ def test_missing_broker_binary_is_a_clear_error() -> None:
 
 
 def test_secrets_never_reach_the_logs_and_sigterm_exits_0(
-    broker: EmbeddedBroker, tmp_path: Path
+    broker: LocalBroker, tmp_path: Path
 ) -> None:
     data = config_data(broker.bootstrap_servers)
     # A SASL password the plaintext broker never asks for: librdkafka accepts and ignores it.

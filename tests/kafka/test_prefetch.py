@@ -13,44 +13,75 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 
+from stream_monitor.brokers import LocalBroker
 from stream_monitor.core.state import StateCodec
-from stream_monitor.embedded import EmbeddedBroker
-from stream_monitor.kafka.changelog import Changelog, Prefetch, Tag
+from stream_monitor.kafka.changelog import Changelog, Prefetch, StateRead
 from stream_monitor.kafka.settings import reader_settings
+from stream_monitor.processing.changelog import (
+    OFFSETS_HEADER,
+    SIGNATURE_HEADER,
+    InvalidRecords,
+    RecordCheck,
+    Tag,
+    encode_tag,
+    signing_context,
+)
 from tests.kafka.support import KEY, config_data, create_topics, make_config
 
 pytestmark = pytest.mark.kafka
+CODEC = StateCodec(KEY.encode())
+
+
+def contents(read: StateRead, partition: int) -> dict[str, Any]:
+    """key -> data of the records a read accepted (deleted keys left out), in read order."""
+    return {
+        key.decode(): CODEC.parse(value)
+        for key, (_, value, _) in read.latest[partition].items()
+        if value is not None
+    }
 
 
 class StateTopic:
     def __init__(self, bootstrap: str) -> None:
         self.config = make_config(config_data(bootstrap, partitions=2))
-        self.changelog = Changelog(create_topics(self.config).state, StateCodec(KEY.encode()))
+        check = RecordCheck(CODEC, InvalidRecords("stop"))
+        self.changelog = Changelog(create_topics(self.config).state, check)
         self.producer = Producer({"bootstrap.servers": bootstrap})
         self.settings = reader_settings(self.config, "test")
 
     def write(self, partition: int, changes: dict[str, Any], tag: Tag) -> None:
-        for key, value, headers in self.changelog.records(changes, tag):
+        raw = encode_tag(tag)
+        context = signing_context(partition, raw)
+        for name, data in changes.items():
+            key = name.encode()
+            headers = [(OFFSETS_HEADER, raw)]
+            if data is None:
+                headers.append((SIGNATURE_HEADER, CODEC.tombstone_signature(key, context)))
+                value = None
+            else:
+                value = CODEC.encode(key, data, context)
             self.producer.produce(
                 self.changelog.topic, key=key, value=value, partition=partition, headers=headers
             )
         self.producer.flush(10)
 
     def prefetch(self, limits: dict[int, Tag]) -> Prefetch:
-        ahead = Prefetch(self.changelog, self.settings, limits, lambda p, items: dict(items))
+        ahead = Prefetch(self.changelog, self.settings, limits, lambda p, read: contents(read, p))
         assert ahead.start().wait()
         return ahead
 
     def restore(
         self, ahead: Prefetch, committed: dict[int, Tag]
     ) -> tuple[dict[int, dict[str, Any]], set[int]]:
-        restored, unchanged = self.changelog.restore_after(ahead, self.settings, committed)
-        assert restored == self.changelog.restore(self.settings, committed)
+        read, unchanged = self.changelog.read_after(ahead, self.settings, committed)
+        full = self.changelog.read(self.settings, StateRead(committed, self.changelog.check))
+        restored = {p: contents(read, p) for p in committed}
+        assert restored == {p: contents(full, p) for p in committed}
         return restored, unchanged
 
 
 def test_state_written_after_the_prefetch_is_read_and_uncommitted_state_is_not(
-    broker: EmbeddedBroker,
+    broker: LocalBroker,
 ) -> None:
     topic = StateTopic(broker.bootstrap_servers)
     topic.write(0, {"a": {"v": 1}, "b": {"v": 1}}, (10, 5))
@@ -71,7 +102,7 @@ def test_state_written_after_the_prefetch_is_read_and_uncommitted_state_is_not(
 
 
 def test_a_commit_that_accepts_state_the_prefetch_left_out_reads_again(
-    broker: EmbeddedBroker,
+    broker: LocalBroker,
 ) -> None:
     topic = StateTopic(broker.bootstrap_servers)
     topic.write(0, {"a": {"v": 1}}, (10, 0))
@@ -87,7 +118,7 @@ def test_a_commit_that_accepts_state_the_prefetch_left_out_reads_again(
 
 
 def test_offsets_reset_lower_than_the_prefetch_saw_exclude_the_later_state(
-    broker: EmbeddedBroker,
+    broker: LocalBroker,
 ) -> None:
     topic = StateTopic(broker.bootstrap_servers)
     topic.write(0, {"a": {"v": 1}}, (10, 0))

@@ -7,8 +7,8 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from stream_monitor.embedded import EmbeddedBroker
-from stream_monitor.kafka import deadletters
+from stream_monitor.brokers import LocalBroker
+from stream_monitor.processing import deadletters
 from stream_monitor.scenarios import generate
 from tests.helpers import alert_schema
 from tests.kafka.support import (
@@ -32,7 +32,7 @@ pytestmark = pytest.mark.kafka
 EVENTS = 3000  # per model; drift injected at 1500
 
 
-def test_end_to_end_alerts_follow_the_contract_and_match_the_core(broker: EmbeddedBroker) -> None:
+def test_end_to_end_alerts_follow_the_contract_and_match_the_core(broker: LocalBroker) -> None:
     config = make_config(config_data(broker.bootstrap_servers))
     names = create_topics(config)
     scenario = generate("default", events=EVENTS, seed=7)
@@ -64,7 +64,7 @@ def test_end_to_end_alerts_follow_the_contract_and_match_the_core(broker: Embedd
         assert counts[(model, performance)] == EVENTS
 
 
-def test_bad_input_goes_to_the_dead_letter_topic_with_headers(broker: EmbeddedBroker) -> None:
+def test_bad_input_goes_to_the_dead_letter_topic_with_headers(broker: LocalBroker) -> None:
     data = config_data(broker.bootstrap_servers)
     data["events"] = {"max_bytes": 2048}
     config = make_config(data)
@@ -172,7 +172,7 @@ def test_bad_input_goes_to_the_dead_letter_topic_with_headers(broker: EmbeddedBr
     assert counts[("m", "data_quality/invalid_rate")] == 6 + 2
 
 
-def test_two_instances_in_one_group_give_the_same_alert_ids_as_one(broker: EmbeddedBroker) -> None:
+def test_two_instances_in_one_group_give_the_same_alert_ids_as_one(broker: LocalBroker) -> None:
     data = config_data(broker.bootstrap_servers)
     config = make_config(data)
     names = create_topics(config)
@@ -181,14 +181,16 @@ def test_two_instances_in_one_group_give_the_same_alert_ids_as_one(broker: Embed
     second = make_config({**data, "kafka": {**data["kafka"], "instance_id": "b"}})
     with ServiceThread(config) as one, ServiceThread(second) as two:
         wait_for(
-            lambda: len(one.service.tasks) == 2 and len(two.service.tasks) == 2, 60, "a 2/2 split"
+            lambda: len(one.service.processors) == 2 and len(two.service.processors) == 2,
+            60,
+            "a 2/2 split",
         )
         wait_until_consumed(config, names, scenario)
     alerts = alert_events(broker.bootstrap_servers, names.alerts)
     assert sorted(a["id"] for a in alerts) == sorted(expected_alerts(config, scenario))
 
 
-def test_repartition_mode_with_unkeyed_input_finds_the_same_alerts(broker: EmbeddedBroker) -> None:
+def test_repartition_mode_with_unkeyed_input_finds_the_same_alerts(broker: LocalBroker) -> None:
     config = make_config(config_data(broker.bootstrap_servers, partitioning="repartition"))
     names = create_topics(config)
     scenario = generate("default", events=EVENTS, seed=7)
@@ -216,7 +218,7 @@ def test_repartition_mode_with_unkeyed_input_finds_the_same_alerts(broker: Embed
 
 
 def test_an_alert_is_committed_at_once_not_at_the_next_commit_interval(
-    broker: EmbeddedBroker,
+    broker: LocalBroker,
 ) -> None:
     """Exactly once, alerts are visible only after a commit: a long interval must not hold them."""
     config = make_config(

@@ -63,7 +63,8 @@ def record(dead: DeadLetter, max_bytes: int) -> tuple[str, bytes, list[tuple[str
     The value is the original bytes (re-encoded when a runtime handed over decoded data), cut to
     `max_bytes` so one huge record cannot block the topic.
     """
-    _kind, value, timestamp, topic, partition, offset = dead.record
+    value, timestamp = dead.record.value, dead.record.timestamp_ms
+    topic, partition, offset = dead.record.topic, dead.record.partition, dead.record.offset
     assert topic is not None
     raw = value if isinstance(value, bytes) else orjson.dumps(value)
     truncated = len(raw) > max_bytes

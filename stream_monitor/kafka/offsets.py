@@ -1,0 +1,46 @@
+"""Reading a group's committed offsets through coordinator moves and pending transactions."""
+
+from __future__ import annotations
+
+import time
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+
+from stream_monitor.kafka import KafkaRuntimeError
+
+# Answers that mean "ask again": the group coordinator moved or is loading (a broker died), or a
+# transaction that commits offsets of these partitions is still open (UNSTABLE_OFFSET_COMMIT).
+RETRIABLE = frozenset(
+    {
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.UNSTABLE_OFFSET_COMMIT,
+        KafkaError.REQUEST_TIMED_OUT,
+        KafkaError._TIMED_OUT,
+        KafkaError._TRANSPORT,
+        KafkaError._WAIT_COORD,
+    }
+)
+
+
+def committed_offsets(
+    consumer: Consumer, partitions: list[TopicPartition], timeout: float = 30.0
+) -> list[TopicPartition]:
+    """`consumer.committed()`, asked again while the answer is retriable, for up to `timeout`."""
+    deadline = time.monotonic() + timeout
+    delay = 0.05
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            result: list[TopicPartition] = consumer.committed(partitions, timeout=max(left, 0.1))
+            failed = [tp.error for tp in result if tp.error is not None]
+            if not failed:
+                return result
+            error = failed[0]
+        except KafkaException as exc:
+            error = exc.args[0]
+        if error.code() not in RETRIABLE or time.monotonic() + delay > deadline:
+            raise KafkaRuntimeError(f"cannot read the committed offsets: {error.str()}")
+        time.sleep(delay)
+        delay = min(delay * 2, 1.0)
