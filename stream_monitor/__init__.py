@@ -1,3 +1,3 @@
 """stream-monitor: Kafka-native drift and performance monitoring for ML models in production."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -491,6 +491,11 @@ def run(
     except StreamMonitorError as exc:
         log.error("stopping: %s", exc)
         sys.exit(1)
+    except Exception:
+        # A bug, not a condition we handle: nothing unfinished was committed (the service
+        # aborts), so a restart processes that input again. Say where, and exit non-zero.
+        log.exception("stopping: unexpected error; nothing after the last commit was committed")
+        sys.exit(1)
     counters = service.counters
     log.info(
         "stopped cleanly consumed=%d alerts=%d dead_letters=%d commits=%d",
@@ -499,6 +504,61 @@ def run(
         counters.dead_letters,
         counters.commits,
     )
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--bootstrap-servers", help="Overrides kafka.bootstrap_servers.")
+@click.option("--metrics-port", type=int, help="Overrides forward.metrics_port (0: any free port).")
+@click.option("--metrics-host", help="Overrides forward.metrics_host (default 127.0.0.1).")
+def forward(
+    config_path: str | None,
+    bootstrap_servers: str | None,
+    metrics_port: int | None,
+    metrics_host: str | None,
+) -> None:
+    """Deliver alerts to Alertmanager and webhooks (at least once) until SIGTERM/SIGINT."""
+    from confluent_kafka.admin import AdminClient
+
+    from stream_monitor.forward.service import ForwardService, ensure_dead_letter_topic
+    from stream_monitor.health import HealthServer
+    from stream_monitor.kafka.settings import admin_settings
+    from stream_monitor.kafka.topics import wait_for_broker
+    from stream_monitor.secrets import url_secrets
+
+    config = _with_bootstrap(_load(config_path), bootstrap_servers)
+    settings = config.forward
+    SECRETS.add(*secret_values(settings.model_dump()))
+    sinks = ([settings.alertmanager] if settings.alertmanager else []) + list(settings.webhooks)
+    for sink in sinks:
+        SECRETS.add(*url_secrets(sink.url), *sink.headers.values())
+    overrides = {"metrics_port": metrics_port, "metrics_host": metrics_host}
+    settings = settings.model_copy(
+        update={key: value for key, value in overrides.items() if value is not None}
+    )
+    config = config.model_copy(update={"forward": settings})
+    stop = stop_on_signals(announce=True)
+    try:
+        service = ForwardService(config, stop=stop)
+        with contextlib.ExitStack() as serving:
+            if config.metrics.enabled:
+                serving.enter_context(
+                    HealthServer(
+                        service.metrics.registry,
+                        liveness=service.liveness,
+                        readiness=service.readiness,
+                        host=settings.metrics_host,
+                        port=settings.metrics_port,
+                    )
+                )
+            admin = AdminClient(admin_settings(config))
+            wait_for_broker(admin, config, stop)
+            ensure_dead_letter_topic(admin, config)
+            service.run()
+    except StreamMonitorError as exc:
+        log.error("stopping: %s", exc)
+        sys.exit(1)
+    log.info("stopped cleanly")
 
 
 def _run_faust(config: Config) -> None:

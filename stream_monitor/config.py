@@ -31,6 +31,7 @@ from pydantic import (
 
 from stream_monitor.core.calibration import Calibration, Reference
 from stream_monitor.core.detectors import DetectorRule
+from stream_monitor.core.settings import Limits, ModelSettings, MonitorSettings
 from stream_monitor.errors import ConfigError
 
 ENV_PREFIX = "STREAM_MONITOR__"
@@ -173,10 +174,32 @@ class EventsConfig(_Strict):
     max_bytes: int = Field(default=1_048_576, ge=64)
 
 
+class LimitsConfig(_Strict):
+    """Bounds on what one input partition's monitor holds, whatever arrives (docs/operations.md).
+
+    Past a bound nothing new is monitored; events still count, and each overflow is counted in
+    `stream_monitor_overflow_total`.
+    """
+
+    max_keys: int = Field(default=100_000, ge=1)  # monitor keys per input partition
+    max_features: int = Field(default=500, ge=0)  # features monitored per key
+    max_feature_name: int = Field(default=256, ge=1)  # characters
+
+
 class StateConfig(_Strict):
     # HMAC key for state records read back from Kafka. Set it (or STREAM_MONITOR_STATE_KEY) to
     # the same secret on every instance of a consumer group.
     signing_key: SecretStr | None = None
+    # A state record that does not verify (forged, moved, another key, an earlier version's
+    # format): "stop" refuses to start and names the record; "skip" leaves it out, logs it and
+    # counts it (stream_monitor_state_records_rejected_total), restoring what verifies.
+    on_invalid_record: Literal["stop", "skip"] = "stop"
+    # How often the confluent-kafka runtime writes state to the changelog (whichever comes
+    # first). Outputs are committed more often (kafka.commit_interval); after a crash, the input
+    # processed since the last state checkpoint is processed again, without publishing its outputs
+    # twice: these bound that work, and the changelog's write rate.
+    checkpoint_interval: DurationMs = Field(default=2_000)
+    checkpoint_max_events: int = Field(default=50_000, ge=1)
 
 
 class TopicsConfig(_Strict):
@@ -206,6 +229,11 @@ class KafkaConfig(_Strict):
     # consume() waits this long for a full batch: it bounds how long a quiet stream is held back.
     poll_timeout: DurationMs = Field(default=20)
     session_timeout: DurationMs = Field(default=10_000)
+    # "classic" (eager range assignment, any broker) or "consumer" (KIP-848, Apache Kafka 4.x:
+    # incremental rebalances with the broker-side range assignor, which keeps partition p of both
+    # input topics on one member). With "consumer", session_timeout and the heartbeat interval are
+    # the broker's (group.consumer.session.timeout.ms, group.consumer.heartbeat.interval.ms).
+    group_protocol: Literal["classic", "consumer"] = "classic"
     # Raw librdkafka settings passed to every client (security.protocol, sasl.*, ssl.*, ...).
     client: dict[str, Any] = Field(default_factory=dict)
     consumer: dict[str, Any] = Field(default_factory=dict)
@@ -241,6 +269,76 @@ class MetricsConfig(_Strict):
     stall_timeout: DurationMs = Field(default=90_000)
 
 
+# --- forward: alert delivery (`stream-monitor forward`, docs/forwarding.md) -------------------
+def _http_url(value: str) -> str:
+    """An http(s) URL with a host. The message never repeats the value: URLs can hold tokens."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    return value
+
+
+HttpUrl = Annotated[str, BeforeValidator(lambda value: _http_url(str(value)))]
+
+
+class AlertmanagerForward(_Strict):
+    """Alertmanager API v2: post each drift alert, re-post it while active, close it when resolved."""
+
+    url: HttpUrl  # base URL, e.g. http://alertmanager:9093 (the forwarder adds /api/v2/alerts)
+    headers: dict[str, str] = Field(default_factory=dict)  # e.g. Authorization (redacted in logs)
+    timeout: DurationMs = Field(default=5_000)
+    # Alertmanager's own global.resolve_timeout: an alert not re-posted within it is resolved.
+    resolve_timeout: DurationMs = Field(default=300_000)
+    repeat_post: DurationMs = Field(default=None)  # default: resolve_timeout / 2
+    # An alert no drift_resolved event closes stops being re-posted this long after publication.
+    active_for: DurationMs = Field(default=86_400_000)
+    max_active: int = Field(default=10_000, ge=1)
+
+
+class WebhookForward(_Strict):
+    """An HTTP endpoint that receives each alert: a CloudEvent, or Slack-compatible text."""
+
+    url: HttpUrl
+    name: str | None = None  # in logs, metrics and dead letters; default webhook-<index>
+    headers: dict[str, str] = Field(default_factory=dict)
+    format: Literal["cloudevents", "slack"] = "cloudevents"
+    mode: Literal["structured", "binary"] = "structured"  # CloudEvents HTTP binding
+    timeout: DurationMs = Field(default=5_000)
+
+
+class ForwardConfig(_Strict):
+    """`stream-monitor forward`: reads the alerts topic in its own group, delivers to every sink."""
+
+    group_id: str = "stream-monitor-forward"
+    start_at: Literal["earliest", "latest"] = "earliest"  # a new group's first position
+    dead_letter_topic: str = "alert-dead-letters"
+    # An alert a sink has not taken for this long goes to the dead-letter topic, for that sink.
+    give_up_after: DurationMs = Field(default=600_000)
+    retry_backoff: DurationMs = Field(default=500)  # first retry delay, doubled up to the max
+    retry_backoff_max: DurationMs = Field(default=30_000)
+    commit_interval: DurationMs = Field(default=1_000)
+    max_pending: int = Field(default=10_000, ge=1)  # alerts held per sink before reading pauses
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=9651, ge=0, le=65535)
+    alertmanager: AlertmanagerForward | None = None
+    webhooks: list[WebhookForward] = Field(default_factory=list)
+
+    def sink_names(self) -> list[str]:
+        names = ["alertmanager"] if self.alertmanager is not None else []
+        names += [hook.name or f"webhook-{i}" for i, hook in enumerate(self.webhooks)]
+        return names
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> ForwardConfig:
+        names = self.sink_names()
+        for index, name in enumerate(names):
+            if name in names[:index]:
+                raise ConfigError(f"forward.webhooks: two sinks are named {name!r}")
+        return self
+
+
 class Config(_Strict):
     detectors: dict[str, DetectorSpec] = Field(
         default_factory=lambda: {"adwin": DetectorSpec(type="adwin")}
@@ -255,9 +353,11 @@ class Config(_Strict):
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     join: JoinConfig = Field(default_factory=JoinConfig)
     events: EventsConfig = Field(default_factory=EventsConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
     state: StateConfig = Field(default_factory=StateConfig)
     kafka: KafkaConfig = Field(default_factory=KafkaConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    forward: ForwardConfig = Field(default_factory=ForwardConfig)
 
     @field_validator("detectors")
     @classmethod
@@ -288,6 +388,44 @@ class Config(_Strict):
 
     def detector_rules(self) -> dict[str, DetectorRule]:
         return {name: spec.rule(name) for name, spec in self.detectors.items()}
+
+    def monitor_settings(self) -> MonitorSettings:
+        """The plain settings the core is built from (the core never reads this Config)."""
+        return MonitorSettings(
+            rules=self.detector_rules(),
+            signals={kind: tuple(getattr(self.signals, kind) or ()) for kind in SIGNAL_KINDS},
+            models=tuple(
+                ModelSettings(
+                    match=rule.match,
+                    task=rule.task,
+                    positive_class=rule.positive_class,
+                    include=tuple(rule.features.include),
+                    exclude=tuple(rule.features.exclude),
+                    signals={
+                        kind: tuple(names)
+                        for kind in SIGNAL_KINDS
+                        if (names := getattr(rule.signals, kind)) is not None
+                    },
+                    overrides={name: tuple(rules) for name, rules in rule.overrides.items()},
+                )
+                for rule in self.models
+            ),
+            key_by_version=self.key_by.model_version,
+            key_by_segment=tuple(self.key_by.segment),
+            source=self.alerts.source,
+            cooldown=self.alerts.cooldown,
+            max_likely_causes=self.alerts.max_likely_causes,
+            likely_cause_min_shift=self.alerts.likely_cause_min_shift,
+            join_ttl_ms=self.join.ttl,
+            max_pending_predictions=self.join.max_pending_predictions,
+            max_pending_labels=self.join.max_pending_labels,
+            max_event_bytes=self.events.max_bytes,
+            limits=Limits(
+                max_keys=self.limits.max_keys,
+                max_features=self.limits.max_features,
+                max_feature_name=self.limits.max_feature_name,
+            ),
+        )
 
     def signing_key(self) -> bytes | None:
         secret = self.state.signing_key

@@ -1,0 +1,36 @@
+"""Producer SDK for model services: send predictions and labels the way the monitor reads them.
+
+    from stream_monitor.client import MonitorProducer, InvalidEvent
+
+    with MonitorProducer(bootstrap_servers="broker:9092") as monitor:
+        prediction_id = monitor.log_prediction(model="credit", prediction=1, score=0.91)
+        monitor.log_label(model="credit", prediction_id=prediction_id, label=0)
+
+Events are validated by the monitor's own contract code (`InvalidEvent` carries the dead-letter
+`reason` and `field`), keyed by model and partitioned as the Java client does, whatever the
+producer's settings.
+"""
+
+from stream_monitor.client.aio import AsyncMonitorProducer
+from stream_monitor.client.contract import InvalidEvent
+from stream_monitor.client.ids import uuid7
+from stream_monitor.client.partitioning import UnknownTopic, murmur2, partition_for
+from stream_monitor.client.producer import (
+    DeliveryError,
+    DeliveryFailure,
+    MonitorProducer,
+    QueueFull,
+)
+
+__all__ = [
+    "AsyncMonitorProducer",
+    "DeliveryError",
+    "DeliveryFailure",
+    "InvalidEvent",
+    "MonitorProducer",
+    "QueueFull",
+    "UnknownTopic",
+    "murmur2",
+    "partition_for",
+    "uuid7",
+]

@@ -1,0 +1,209 @@
+"""What each sink sends, exactly: Alertmanager alerts and their life cycle, CloudEvents over HTTP
+(parsed by the official CloudEvents SDK as a receiver would), Slack text; no secret in logs."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import unquote
+
+import orjson
+import pytest
+from cloudevents.v1.http import from_http
+
+from stream_monitor.forward.alertmanager import AlertmanagerSink, annotations_of, labels_of
+from stream_monitor.forward.http import HttpEndpoint
+from stream_monitor.forward.records import AlertRecord, parse_event
+from stream_monitor.forward.sinks import SinkError
+from stream_monitor.forward.webhook import WebhookSink, slack_text
+from tests.forward.support import WebhookServer, drift_alert, resolved_alert
+
+
+def record(event: dict[str, Any], offset: int = 0, timestamp_ms: int | None = None) -> AlertRecord:
+    value = orjson.dumps(event)
+    return AlertRecord(
+        topic="alerts",
+        partition=0,
+        offset=offset,
+        key=b"k",
+        value=value,
+        timestamp_ms=timestamp_ms,
+        event=parse_event(value),
+    )
+
+
+def test_alertmanager_labels_and_annotations() -> None:
+    event = drift_alert(3)
+    assert labels_of(event) == {
+        "alertname": "ModelDrift",
+        "model": "credit",
+        "signal_kind": "performance",
+        "signal": "error",
+        "severity": "critical",
+        "monitor_key": "credit|n=3",
+        "alert_id": event["id"],
+    }
+    notes = annotations_of(event)
+    assert notes["change"] == "0.1 → 0.3 (recent 0.31)"
+    assert notes["summary"] == "credit|n=3 performance/error: 0.1 → 0.3 (recent 0.31)"
+    assert notes["likely_causes"] == "income (+1.02σ, 50.1 → 60.3)"
+    assert notes["detector"] == "adwin (rule adwin), 1003 observations"
+    assert notes["description"].startswith("[CRITICAL] credit|n=3 performance/error")
+    assert "effect" not in notes
+    event["data"]["effect"] = {"cohens_d": 0.6667, "direction": "up"}
+    assert annotations_of(event)["effect"] == "cohens_d=0.6667, direction=up"
+    event["data"]["effect"] = 0.5
+    assert annotations_of(event)["effect"] == "0.5"
+
+
+class FakeEndpoint:
+    path = "/"
+
+    def __init__(self) -> None:
+        self.posts: list[tuple[str | None, list[dict[str, Any]]]] = []
+        self.failing = False
+
+    def post(self, body: bytes, headers: dict[str, str], path: str | None = None) -> bytes:
+        if self.failing:
+            raise SinkError("unreachable", "down")
+        self.posts.append((path, orjson.loads(body)))
+        return b""
+
+    def close(self) -> None:
+        return None
+
+
+def test_alertmanager_life_cycle_post_repost_resolve_rebuild_and_bounds() -> None:
+    now = [100.0]
+    wall = [1_767_225_700_000]
+    endpoint = FakeEndpoint()
+    sink = AlertmanagerSink(
+        endpoint=endpoint,  # type: ignore[arg-type]
+        repeat_post=60,
+        active_for=3600,
+        max_active=2,
+        clock=lambda: now[0],
+        wall_ms=lambda: wall[0],
+    )
+    first, second, third = drift_alert(1), drift_alert(2), drift_alert(3)
+    sink.deliver(record(first, 0, wall[0]))
+    path, [posted] = endpoint.posts[-1]
+    assert path == "/api/v2/alerts"
+    assert posted["startsAt"] == first["time"] and "endsAt" not in posted
+    assert sink.next_due() == 160.0
+    sink.deliver(record(second, 1, wall[0]))
+    sink.deliver(record(third, 2, wall[0]))  # max_active 2: the oldest stops being re-posted
+    assert sink.active == 2
+    now[0] = 160.0
+    sink.run_due(now[0])
+    assert sorted(a["labels"]["alert_id"] for a in endpoint.posts[-1][1]) == sorted(
+        [second["id"], third["id"]]
+    )
+    closing = resolved_alert(third, 1_767_225_650_000)
+    sink.deliver(record(closing, 3, wall[0]))
+    _, [closed] = endpoint.posts[-1]
+    assert closed["labels"] == posted["labels"] | {
+        "monitor_key": "credit|n=3",
+        "alert_id": third["id"],
+    }
+    assert closed["endsAt"] == closing["time"] and sink.active == 1
+    # An alert older than active_for is no longer re-posted (Alertmanager resolves it itself).
+    wall[0] += 3_600_001
+    sink.run_due(220.0)
+    assert sink.active == 0 and sink.next_due() is None
+
+    rebuilt = AlertmanagerSink(
+        endpoint=FakeEndpoint(),  # type: ignore[arg-type]
+        repeat_post=60,
+        active_for=3600,
+        clock=lambda: 500.0,
+        wall_ms=lambda: 1_767_225_700_000,
+    )
+    for offset, event in enumerate([first, second, resolved_alert(first, 1_767_225_650_000)]):
+        rebuilt.remember(record(event, offset, 1_767_225_690_000))
+    assert rebuilt.active == 1 and rebuilt.next_due() == 500.0  # re-posted as soon as rebuilt
+
+
+@pytest.fixture
+def server() -> Any:
+    with WebhookServer() as running:
+        yield running
+
+
+def test_structured_and_binary_cloudevents_parse_with_the_cloudevents_sdk(server: Any) -> None:
+    event = drift_alert(5)
+    event["subject"] = "modèle/error rate"
+    secret = "Bearer s3cret-token-123"
+    structured = WebhookSink(
+        name="hook",
+        endpoint=HttpEndpoint(server.url + "/ce?token=abc"),
+        headers={"Authorization": secret, "X-Team": "ml"},
+    )
+    structured.deliver(record(event))
+    binary = WebhookSink(name="bin", endpoint=HttpEndpoint(server.url + "/bin"), mode="binary")
+    binary.deliver(record(event))
+    first, second = server.received
+    assert first.path == "/ce?token=abc"
+    assert first.headers["Content-Type"] == "application/cloudevents+json; charset=utf-8"
+    assert first.headers["Authorization"] == secret and first.headers["X-Team"] == "ml"
+    assert first.body == orjson.dumps(event)  # the record's bytes, unchanged
+    parsed = from_http(first.headers, first.body)
+    assert (parsed["id"], parsed["type"], parsed.data) == (
+        event["id"],
+        event["type"],
+        event["data"],
+    )
+    assert second.headers["Content-Type"] == "application/json"
+    assert {k: v for k, v in second.headers.items() if k.startswith("ce-")} == {
+        "ce-specversion": "1.0",
+        "ce-id": event["id"],
+        "ce-source": "stream-monitor/forward-test",
+        "ce-type": "stream_monitor.drift_detected",
+        "ce-subject": "mod%C3%A8le/error%20rate",  # percent-encoded, as the HTTP binding says
+        "ce-time": event["time"],
+    }
+    parsed = from_http(second.headers, second.body)
+    assert parsed["id"] == event["id"] and parsed.data == event["data"]
+    assert unquote(parsed["subject"]) == event["subject"]
+
+
+def test_slack_text(server: Any) -> None:
+    event = drift_alert(6)
+    sink = WebhookSink(name="slack", endpoint=HttpEndpoint(server.url), format="slack")
+    sink.deliver(record(event))
+    sink.deliver(record(resolved_alert(event, 1_767_225_650_000)))
+    detected, resolved = (item.json() for item in server.received)
+    assert detected == {
+        "text": ":rotating_light: *Model drift* [CRITICAL] credit|n=6 performance/error 0.1 -&gt; 0.3 "
+        "(recent 0.31) (adwin after 1006 obs, 2026-01-01T00:00:06.000Z) likely causes: income "
+        f"(+1.02σ) (alert `{event['id']}`)"
+    }
+    assert resolved == {
+        "text": f":white_check_mark: *Resolved* credit|n=6 performance/error (alert `{event['id']}`)"
+    }
+    assert slack_text(record(event)) == detected["text"]
+
+
+def test_http_outcomes_and_no_secret_in_errors(server: Any, caplog: Any) -> None:
+    endpoint = HttpEndpoint(server.url + "/services/T0/B0/secret-path", timeout=2)
+    server.failing(1, status=503)
+    with pytest.raises(SinkError) as caught:
+        endpoint.post(b"{}", {})
+    assert (caught.value.reason, caught.value.retryable) == ("http_503", True)
+    server.failing(1, status=400)
+    with pytest.raises(SinkError) as caught:
+        endpoint.post(b"{}", {})
+    assert (caught.value.reason, caught.value.retryable) == ("http_400", False)
+    server.failing(1, status=429)
+    with pytest.raises(SinkError) as caught:
+        endpoint.post(b"{}", {})
+    assert caught.value.retryable
+    endpoint.post(b"{}", {})  # the kept-alive connection still works after errors
+    assert "secret-path" not in str(caught.value)
+    closed = HttpEndpoint("http://127.0.0.1:9/hooks/secret-path", timeout=1)
+    with pytest.raises(SinkError) as caught:
+        closed.post(b"{}", {})
+    assert caught.value.reason == "unreachable" and "secret-path" not in caught.value.detail
+    assert "http://127.0.0.1:9/..." in caught.value.detail
+    assert not [r for r in caplog.records if "secret" in r.getMessage()]
+    logging.getLogger(__name__).debug("done")
