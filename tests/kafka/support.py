@@ -136,6 +136,41 @@ def read_topic(
         consumer.close()
 
 
+def wait_until_no_open_transaction(bootstrap: str, topic: str, timeout: float = 60) -> float:
+    """Until no open transaction holds back read_committed readers of `topic`; the seconds waited.
+
+    A killed producer's open transaction is aborted by the broker only after its
+    `transaction.timeout.ms` (plus up to the broker's 10 s abort check): until then read_committed
+    readers stop at it and miss what others committed after it. For a read_committed consumer,
+    ListOffsets answers the last stable offset, for a read_uncommitted one the high watermark.
+    """
+
+    def ends(isolation: str) -> list[int]:
+        consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": unique("ends"),
+                "isolation.level": isolation,
+            }
+        )
+        try:
+            partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+            return [
+                consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                for p in sorted(partitions)
+            ]
+        finally:
+            consumer.close()
+
+    started = time.monotonic()
+    wait_for(
+        lambda: ends("read_committed") == ends("read_uncommitted"),
+        timeout,
+        f"the open transactions on {topic} to end",
+    )
+    return time.monotonic() - started
+
+
 def alert_events(bootstrap: str, topic: str, **kwargs: Any) -> list[dict[str, Any]]:
     return [orjson.loads(m.value()) for m in read_topic(bootstrap, topic, **kwargs)]
 
