@@ -397,15 +397,6 @@ class Metrics:
         """
         try:
             stats = orjson.loads(payload)
-            import os as _os
-
-            with open(f"/tmp/statsdebug-{_os.getpid()}.log", "a") as _f:
-                for _t, _ts in stats.get("topics", {}).items():
-                    for _p, _ps in _ts.get("partitions", {}).items():
-                        if _p != "-1":
-                            _f.write(
-                                f"{stats.get('time')} {_t[-8:]} {_p} fetch_state={_ps.get('fetch_state')} fetchq={_ps.get('fetchq_cnt')} app_offset={_ps.get('app_offset')} next_offset={_ps.get('next_offset')} hi={_ps.get('hi_offset')} ls={_ps.get('ls_offset')}\n"
-                            )
             seen: set[tuple[str, str]] = set()
             for topic, topic_stats in stats.get("topics", {}).items():
                 for partition, partition_stats in topic_stats.get("partitions", {}).items():
@@ -426,8 +417,12 @@ class Metrics:
 def partition_lag(stats: dict[str, Any]) -> int | None:
     """Records between a fetched partition's position and its readable end; None if not fetched.
 
-    Offsets below 0 are librdkafka's "unknown" (-1001): the position falls back to the committed
-    offset, then to the start of the log (nothing consumed yet: everything is lag).
+    Offsets below 0 are librdkafka's "unknown" (-1001). Until the application consumes from a
+    partition (`app_offset`), its position is where the fetcher stands (`next_offset`) less what
+    waits in the local queue: a restored partition is sought to its state's position, which the
+    committed offset does not tell (transactions commit offsets without librdkafka learning them).
+    With no fetch position either, it is the committed offset, then the start of the log (nothing
+    consumed yet: everything is lag).
     """
     if stats.get("fetch_state") != "active":
         return None
@@ -436,14 +431,15 @@ def partition_lag(stats: dict[str, Any]) -> int | None:
         end = stats.get("hi_offset", -1)
     if end < 0:
         return None
-    position = next(
-        (
-            offset
-            for offset in (stats.get("app_offset", -1), stats.get("committed_offset", -1))
-            if offset >= 0
-        ),
-        max(stats.get("lo_offset", 0), 0),
-    )
+    position = stats.get("app_offset", -1)
+    if position < 0:
+        fetching = stats.get("next_offset", -1)
+        if fetching >= 0:
+            position = fetching - max(stats.get("fetchq_cnt", 0), 0)
+        elif stats.get("committed_offset", -1) >= 0:
+            position = stats["committed_offset"]
+        else:
+            position = max(stats.get("lo_offset", 0), 0)
     return max(int(end) - int(position), 0)
 
 

@@ -141,6 +141,22 @@ def test_consumer_lag_comes_from_librdkafka_statistics() -> None:
         "1": {**active, "app_offset": -1001, "ls_offset": 40, "hi_offset": 40, "lo_offset": 10},
         # not assigned to us
         "2": {"fetch_state": "none", "app_offset": -1001, "ls_offset": -1001},
+        # restored and sought to 1,500, nothing new since: no lag (not 1,500 from the log start)
+        "3": {
+            **active,
+            "app_offset": -1001,
+            "next_offset": 1500,
+            "fetchq_cnt": 0,
+            "ls_offset": 1500,
+        },
+        # fetched up to 1,600 with 100 waiting in the local queue, 1,700 readable
+        "4": {
+            **active,
+            "app_offset": -1001,
+            "next_offset": 1600,
+            "fetchq_cnt": 100,
+            "ls_offset": 1700,
+        },
         "-1": {**active, "app_offset": 0, "ls_offset": 0},  # librdkafka's internal UA partition
     }
     stats = {"topics": {"predictions": {"partitions": partitions}}}
@@ -150,8 +166,12 @@ def test_consumer_lag_comes_from_librdkafka_statistics() -> None:
     def lags() -> dict[str, float]:
         return {dict(k[1])["partition"]: v for k, v in samples(metrics).items() if k[0] == lag}
 
-    assert lags() == {"0": 100, "1": 30}
-    del partitions["0"]  # revoked in a rebalance: its series goes away
+    assert lags() == {"0": 100, "1": 30, "3": 0, "4": 200}
+    del (
+        partitions["0"],
+        partitions["3"],
+        partitions["4"],
+    )  # revoked in a rebalance: its series goes away
     metrics.on_statistics(orjson.dumps(stats).decode())
     metrics.on_statistics("not json")  # ignored
     assert lags() == {"1": 30}

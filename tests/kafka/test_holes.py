@@ -57,9 +57,13 @@ def test_an_unexpected_error_mid_batch_commits_nothing_it_did_not_process(
 ) -> None:
     """Issue hole 1: the error used to close the consumer, whose revoke callback committed
     the whole batch, including input the monitor never processed."""
-    config = make_config(
-        config_data(broker.bootstrap_servers, commit_interval="200ms", batch_size=3000)
-    )
+    data = config_data(broker.bootstrap_servers, commit_interval="200ms", batch_size=500)
+    # A commit every 1,000 records, so that some input is committed before the error whatever the
+    # broker's speed (with batches of 500 records from both topics, the merge applies about that
+    # many per turn; with batches of thousands, Tansu's fetches can hold back every label until
+    # the 7,000th event is reached in the first turn that applies anything).
+    data["state"]["checkpoint_max_events"] = 1000
+    config = make_config(data)
     names = create_topics(config)
     scenario = generate("default", events=EVENTS, seed=5)
     produce_scenario(broker.bootstrap_servers, names, scenario)
@@ -260,7 +264,11 @@ def test_a_slow_restore_does_not_block_the_group_and_a_first_start_skips_old_out
     assert len([m for m in messages if m.startswith("assigned partitions=")]) == 1
     assert not [m for m in messages if m.startswith(("revoking", "partitions lost"))][:-1]
     recovered = [m for m in messages if m.startswith("recovered partitions")]
-    assert len(recovered) == 1 and "outputs_read=0 " in recovered[0], recovered
+    assert len(recovered) == 1, recovered
+    if broker.kind == "kafka":
+        assert "outputs_read=0 " in recovered[0], recovered
+    # Tansu 0.6 reports the base offset of a partition's last record batch + 1 as its end, so a
+    # first start there reads back up to one batch of old outputs (docs/reliability.md).
 
 
 def test_recovery_logs_where_outputs_were_read_from(broker: LocalBroker, tmp_path: Path) -> None:
