@@ -261,10 +261,8 @@ class MetricsConfig(_Strict):
     max_signals: int = Field(default=100, ge=1)
     # How often the detector gauges walk every key.
     state_interval: DurationMs = Field(default=10_000)
-    # librdkafka statistics, the source of the consumer-lag gauge (e.g. 5s). Off by default: with
-    # them on, a transactional commit hung past its timeout after the embedded broker restarted
-    # empty (tests/faults/test_outage.py); not seen with them off.
-    statistics_interval: DurationMs = Field(default=None)
+    # librdkafka statistics, the source of the consumer-lag gauge; null switches them off.
+    statistics_interval: DurationMs = Field(default=5_000)
     # /healthz fails when the consume loop has not turned for this long (restores excepted).
     stall_timeout: DurationMs = Field(default=90_000)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,11 +12,13 @@ from stream_monitor.brokers import LocalBroker
 from stream_monitor.core.state import StateCodec
 from stream_monitor.kafka import FencedError
 from stream_monitor.kafka.service import MonitorService
-from stream_monitor.scenarios import generate
+from stream_monitor.scenarios import Scenario, generate
 from tests.kafka.support import (
     KEY,
+    ServiceProcess,
     ServiceThread,
     alert_events,
+    committed_total,
     config_data,
     create_topics,
     expected_alerts,
@@ -23,6 +26,7 @@ from tests.kafka.support import (
     observation_counts,
     produce_scenario,
     restored_monitors,
+    wait_for,
     wait_until_consumed,
 )
 
@@ -86,3 +90,49 @@ def test_fencing_is_fatal_with_a_clear_message() -> None:
     message = str(caught.value)
     assert "another process uses transactional.id 'g-node-7'" in message
     assert "Give every instance its own kafka.instance_id" in message
+
+
+def test_a_zombie_with_the_same_instance_id_is_fenced_and_nothing_is_lost(
+    broker: LocalBroker, tmp_path: Path
+) -> None:
+    """Two processes started with the same instance_id (a copy-pasted config, a pod that was
+    thought dead): the second one's init_transactions fences the first, which stops with exit
+    code 3 and says why; the second processes everything, and the alerts are the offline run's.
+
+    Apache Kafka only: Tansu 0.6 answers the zombie's commit with a timeout instead of a fencing
+    error, and exposes its open records (docs/reliability.md)."""
+    if broker.kind != "kafka":
+        pytest.skip("zombie fencing needs Apache Kafka (Tansu does not fence)")
+    data = config_data(broker.bootstrap_servers, commit_interval="200ms")
+    config = make_config(data)
+    names = create_topics(config)
+    scenario = generate("default", events=EVENTS, seed=13)
+    half = len(scenario.predictions) // 2
+    first = Scenario(scenario.predictions[:half], scenario.labels[:half])
+    produce_scenario(broker.bootstrap_servers, names, first)
+    zombie = ServiceProcess(data, tmp_path, "zombie").start()
+    try:
+        wait_for(lambda: committed_total(config, names.predictions) > 0, 60, "the first to commit")
+        successor = ServiceProcess(data, tmp_path, "successor").start()
+        try:
+            assert zombie.process is not None
+            assert zombie.process.wait(90) == 3, zombie.output()
+            produce_scenario(
+                broker.bootstrap_servers,
+                names,
+                Scenario(scenario.predictions[half:], scenario.labels[half:]),
+            )
+            wait_until_consumed(config, names, scenario, 120, "the successor to finish")
+        finally:
+            assert successor.terminate() == 0, successor.output()
+    finally:
+        if zombie.process is not None and zombie.process.poll() is None:
+            zombie.kill()
+    assert "this instance was fenced: another process uses transactional.id" in zombie.output()
+    alerts = alert_events(broker.bootstrap_servers, names.alerts)
+    ids = [a["id"] for a in alerts]
+    assert len(ids) == len(set(ids))
+    assert sorted(ids) == sorted(expected_alerts(config, scenario))
+    counts = observation_counts(restored_monitors(config))
+    for model in ("credit", "fraud", "eta"):
+        assert counts[(model, "data_quality/invalid_rate")] == EVENTS
