@@ -30,7 +30,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from stream_monitor.embedded import BrokerError, free_port
+from stream_monitor.embedded import BrokerError, dies_with_us, free_port
 
 log = logging.getLogger(__name__)
 
@@ -245,7 +245,9 @@ class KafkaNode:
         self._log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as output:
             self.process = subprocess.Popen(
-                self._java(java, libs, "kafka.Kafka", str(self.directory / "server.properties")),
+                dies_with_us(
+                    self._java(java, libs, "kafka.Kafka", str(self.directory / "server.properties"))
+                ),
                 stdout=output,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

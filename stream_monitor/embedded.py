@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import time
@@ -48,6 +49,21 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def dies_with_us(command: list[str]) -> list[str]:
+    """`command`, run so that the kernel kills it when the process that started it dies.
+
+    A test session or benchmark killed with SIGKILL (a CI timeout, a Ctrl-C during teardown)
+    would otherwise leave its broker running. util-linux's `setpriv --pdeathsig` sets the
+    signal, then executes the command in its place (Linux; elsewhere the command runs as is).
+    The signal comes when the *thread* that started the broker ends: start brokers from the
+    main thread or a thread that outlives them.
+    """
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        return command
+    return [setpriv, "--pdeathsig", "KILL", "--", *command]
 
 
 def _port_open(host: str, port: int) -> bool:
@@ -97,7 +113,9 @@ class EmbeddedBroker:
         # Tansu reads its settings from the environment too; do not let the caller's leak in.
         env = {k: v for k, v in os.environ.items() if k not in _TANSU_ENV}
         output = subprocess.DEVNULL if self.quiet else None
-        self.process = subprocess.Popen(command, stdout=output, stderr=output, env=env)
+        self.process = subprocess.Popen(
+            dies_with_us(command), stdout=output, stderr=output, env=env
+        )
         deadline = time.monotonic() + timeout
         while not _port_open(self.host, self.port):
             if self.process.poll() is not None:
