@@ -300,16 +300,8 @@ class FaustMonitor:
                 tag,
                 committed,
             )
-        restored = state.restored(partition)
-        for changes in restored.changes:
-            monitor.restore(changes)
-        merge = restored.processor.get("merge") or (0, 0)
-        return PartitionProcessor(
-            partition,
-            monitor,
-            restored.writer,
-            positions=(committed[0], committed[1]),
-            merge_times=(int(merge[0]), int(merge[1])),
+        return PartitionProcessor.restored(
+            partition, monitor, state.restored(partition), (committed[0], committed[1])
         )
 
     def _read_state(self, partitions: list[int]) -> tuple[dict[int, Tag], StateRead]:

@@ -40,6 +40,8 @@ class Recovered:
     output_ends: dict[str, int] = field(default_factory=dict)
     # repartition mode: (raw topic, partition) -> committed offset
     raw_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    # some partition had no state yet: checkpoint at once, so that its start is recorded
+    fresh: bool = False
     seconds: float = 0.0
 
 

@@ -20,43 +20,32 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from stream_monitor.config import Config
-from stream_monitor.core.events import (
-    LABEL,
-    PREDICTION,
-    EventError,
-    MissingField,
-    Record,
-    WrongType,
-    parse_json,
-)
-from stream_monitor.core.monitor import DeadLetter, Monitor, Output
+from stream_monitor.core.events import LABEL, PREDICTION, EventError, Record
+from stream_monitor.core.monitor import DeadLetter, Output
 from stream_monitor.core.state import StateCodec
 from stream_monitor.kafka import FencedError, KafkaRuntimeError
-from stream_monitor.kafka.changelog import Changelog, Prefetch, StateRead, read_to_end
+from stream_monitor.kafka.changelog import Changelog, Prefetch
 from stream_monitor.kafka.checkpoint import AtLeastOnce, Checkpoint, ExactlyOnce
-from stream_monitor.kafka.offsets import committed_offsets
-from stream_monitor.kafka.recovery import Recovered, Recovery, Visible, paused_gc
+from stream_monitor.kafka.reachability import BrokerReachability
+from stream_monitor.kafka.recovery import Recovery
+from stream_monitor.kafka.repartition import model_key, origin, seen_before
+from stream_monitor.kafka.restore import PartitionLoader, resumes_at
 from stream_monitor.kafka.retry import give_up_after, with_retry
 from stream_monitor.kafka.settings import (
     consumer_settings,
     describe,
     instance_id,
     producer_settings,
-    reader_settings,
 )
 from stream_monitor.kafka.topics import TopicNames
 from stream_monitor.metrics import Metrics, MonitorTally
-from stream_monitor.processing import deadletters
 from stream_monitor.processing.changelog import (
     DEFAULT_MAX_RECORD_BYTES,
     InvalidRecords,
-    PartitionWriter,
     RecordCheck,
-    Tag,
 )
 from stream_monitor.processing.merge import LABELS, PREDICTIONS
 from stream_monitor.processing.outputs import OutputCounters, OutputGuard, publications
@@ -64,7 +53,6 @@ from stream_monitor.processing.partition import PartitionProcessor
 
 log = logging.getLogger(__name__)
 
-ORIGIN_HEADER = "stream_monitor-origin"
 _OFFSET_BEGINNING = -2
 # A stream's buffer (records read, waiting for the other stream) past which its partition is
 # paused until the merge catches up.
@@ -130,6 +118,15 @@ class MonitorService:
         self._stream_topics = list(self._streams)
         self._kinds = {topic: (PREDICTION, LABEL)[index] for topic, index in self._streams.items()}
         self._output_topics = (self.names.alerts, self.names.dead_letters)
+        self.loader = PartitionLoader(
+            config,
+            self.settings,
+            codec,
+            self.changelog,
+            stream_topics=self._stream_topics,
+            raw_topics=list(self._forward_to),
+            output_topics=self._output_topics,
+        )
         self._idle: dict[tuple[str, int], bool] = {}  # read to its end, for the merge
         self._paused: set[tuple[str, int]] = set()
         self._standby: dict[int, PartitionProcessor] = {}  # revoked, kept in case they return
@@ -149,9 +146,10 @@ class MonitorService:
         self._since_state = 0  # ... since the last state checkpoint
         self._alerts_at_commit = 0
         self._last_commit = self._last_state = time.monotonic()
-        self._down_since: float | None = None
-        self._next_down_report = 0.0
-        self._next_probe = 0.0
+        self.reachability = BrokerReachability(
+            self.kafka.bootstrap_servers,
+            give_up_after(self.kafka.on_broker_down, self.kafka.broker_down_timeout),
+        )
         self._commit_failing_since: float | None = None
         self._max_bytes = config.events.max_bytes
         self._message_room = 1_000_000 - 65_536
@@ -183,7 +181,7 @@ class MonitorService:
         self._connect()
         consumer = self._consumer
         assert consumer is not None
-        self._prefetch = self._start_prefetch()
+        self._prefetch = self.loader.prefetch()
         topics = self._stream_topics + list(self._forward_to)
         consumer.subscribe(
             topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
@@ -230,13 +228,13 @@ class MonitorService:
         now = self.last_progress = time.monotonic()
         self._maybe_commit(now)
         self._require_checkpoint().poll()
-        self._check_broker()
+        self.reachability.check(self._probe)
         if now >= self._next_state_report:
             self._next_state_report = now + (self.config.metrics.state_interval or 10_000) / 1000
             self.metrics.report_state(p.monitor for p in list(self.processors.values()))
 
     def _connect(self) -> None:
-        producer_config = producer_settings(self.config, error_cb=self._on_client_error)
+        producer_config = producer_settings(self.config, error_cb=self.reachability.on_client_error)
         statistics: dict[str, Any] = {}
         if self.config.metrics.statistics_interval:
             # librdkafka computes consumer lag per partition; it reaches us through poll().
@@ -246,7 +244,7 @@ class MonitorService:
             }
         consumer_config = consumer_settings(
             self.config,
-            error_cb=self._on_client_error,
+            error_cb=self.reachability.on_client_error,
             **{"enable.partition.eof": True},  # the merge needs to know a stream is read
             **statistics,
         )
@@ -257,7 +255,7 @@ class MonitorService:
         # key and headers): oversized input must not make producing its dead letter fail too.
         max_message = int(producer_config.get("message.max.bytes", 1_000_000))
         self._message_room = max_message - 65_536
-        self._max_record_bytes = min(DEFAULT_MAX_RECORD_BYTES, self._message_room)
+        self.loader.max_record_bytes = min(DEFAULT_MAX_RECORD_BYTES, self._message_room)
         kind = ExactlyOnce if self.exactly_once else AtLeastOnce
         self._checkpoint = kind(self._new_producer, on_delivery=self._delivered)
         self._consumer = self._consumer_factory(consumer_config)
@@ -350,45 +348,7 @@ class MonitorService:
         if not self.processors and not self._recoveries:
             self.ready.clear()
 
-    # --- recovery (on its own thread) -------------------------------------------------------
-    def _offsets_reader(self) -> Consumer:
-        """A consumer of the group that never joins it: reads committed offsets off the loop."""
-        return Consumer(
-            reader_settings(self.config, "offsets", **{"group.id": self.kafka.group_id})
-        )
-
-    def _committed(self, reader: Consumer, partitions: list[int]) -> dict[int, Tag]:
-        wanted = [TopicPartition(topic, p) for p in partitions for topic in self._stream_topics]
-        offsets = {
-            (tp.topic, tp.partition): max(tp.offset, 0) for tp in committed_offsets(reader, wanted)
-        }
-        return {p: tuple(offsets[(topic, p)] for topic in self._stream_topics) for p in partitions}
-
-    def _start_prefetch(self) -> Prefetch | None:
-        """Start restoring every partition's state before the group join (see `Prefetch`)."""
-        if not self.kafka.prefetch_state:
-            return None
-        reader = self._offsets_reader()
-        try:
-            metadata = reader.list_topics(self.names.state, timeout=10).topics.get(self.names.state)
-            if metadata is None or metadata.error or not metadata.partitions:
-                return None
-            limits = self._committed(reader, sorted(metadata.partitions))
-        except (KafkaException, KafkaRuntimeError) as exc:
-            log.info("no state prefetch: %s", exc)
-            return None
-        finally:
-            reader.close()
-        settings = reader_settings(self.config, "restore")
-        return Prefetch(self.changelog, settings, limits, self._prepare_monitor).start()
-
-    def _prepare_monitor(self, partition: int, state: StateRead) -> Monitor:
-        monitor = Monitor(self.settings, source=self.kafka.group_id)
-        with paused_gc():
-            for changes in state.restored(partition).changes:
-                monitor.restore(changes)
-        return monitor
-
+    # --- recovery (on its own thread: kafka/restore.py) -----------------------------------
     def _recover(self, partitions: list[int], *, rewind: bool = False) -> None:
         """Restore these partitions on a recovery thread (the loop installs them when done).
 
@@ -397,167 +357,8 @@ class MonitorService:
         """
         standby = {p: self._standby.pop(p) for p in partitions if p in self._standby}
         ahead, self._prefetch = self._prefetch, None  # good for the first assignment only
-        load = functools.partial(self._load, standby=standby, ahead=ahead, rewind=rewind)
+        load = functools.partial(self.loader.load, standby=standby, ahead=ahead, rewind=rewind)
         self._recoveries.append(Recovery(partitions, load).start())
-
-    def _load(
-        self,
-        partitions: list[int],
-        *,
-        standby: dict[int, PartitionProcessor],
-        ahead: Prefetch | None,
-        rewind: bool = False,
-    ) -> Recovered:
-        """Committed offsets, state, processors and visible outputs of these partitions."""
-        started = time.monotonic()
-        reader = self._offsets_reader()
-        try:
-            committed = self._committed(reader, partitions)
-            raw = self._raw_committed(reader, partitions) if rewind else {}
-            ends = self._output_watermarks(reader)
-        finally:
-            reader.close()
-        asked = time.monotonic()
-        processors: dict[int, PartitionProcessor] = {}
-        for partition, kept in standby.items():
-            if _resumes_at(kept) == committed[partition]:
-                processors[partition] = kept  # nobody processed it while it was away
-        missing = [p for p in partitions if p not in processors]
-        prefetched: set[int] = set()
-        if missing:
-            state, unchanged = self.changelog.read_after(
-                ahead, reader_settings(self.config, "restore"), {p: committed[p] for p in missing}
-            )
-            for partition in missing:
-                prepared = None
-                if ahead is not None and partition in unchanged:
-                    prepared = ahead.prepared.get(partition)
-                    prefetched.add(partition)
-                processors[partition] = self._build(partition, state, committed, ends, prepared)
-        read = time.monotonic()
-        visible, found_ends = self._visible_outputs(processors)
-        log.info(
-            "recovered partitions=%s seconds=%.2f committed=%.2f state=%.2f outputs=%.2f "
-            "outputs_read=%d prefetched=%s reused=%s replay=%s",
-            partitions,
-            time.monotonic() - started,
-            asked - started,
-            read - asked,
-            time.monotonic() - read,
-            sum(
-                found_ends.get(name, start) - start
-                for name, start in self._scan_starts(processors).items()
-            ),
-            sorted(prefetched),
-            sorted(set(partitions) - set(missing)),
-            {p: tuple(proc.replay_until) for p, proc in processors.items() if proc.replay_until},
-        )
-        return Recovered(processors, visible, {**ends, **found_ends}, raw)
-
-    def _build(
-        self,
-        partition: int,
-        state: StateRead,
-        committed: dict[int, Tag],
-        ends: dict[str, int],
-        prepared: Monitor | None,
-    ) -> PartitionProcessor:
-        tag = state.state_tag(partition)
-        limit = committed[partition]
-        if tag is None:  # no state yet: start from the committed offsets, checkpoint at once
-            processor = PartitionProcessor(
-                partition,
-                Monitor(self.settings, source=self.kafka.group_id),
-                PartitionWriter(self.codec, partition, self._max_record_bytes),
-                positions=(limit[0], limit[1]),
-                runtime={"outputs": dict(ends), "origins": {}},
-            )
-            self._state_due = True
-            return processor
-        restored = state.restored(partition)
-        restored.writer.max_record_bytes = self._max_record_bytes
-        monitor = prepared
-        if monitor is None:
-            monitor = Monitor(self.settings, source=self.kafka.group_id)
-            with paused_gc():
-                for changes in restored.changes:
-                    monitor.restore(changes)
-        merge = restored.processor.get("merge") or (0, 0)
-        return PartitionProcessor(
-            partition,
-            monitor,
-            restored.writer,
-            positions=(tag[0], tag[1]),
-            merge_times=(int(merge[0]), int(merge[1])),
-            replay_until=(limit[0], limit[1]),
-            runtime=restored.processor.get("runtime"),
-        )
-
-    def _raw_committed(self, reader: Consumer, partitions: list[int]) -> dict[tuple[str, int], int]:
-        if not self._forward_to:
-            return {}
-        raw = [TopicPartition(t, p) for t in self._forward_to for p in partitions]
-        return {(tp.topic, tp.partition): tp.offset for tp in committed_offsets(reader, raw)}
-
-    def _output_watermarks(self, reader: Consumer) -> dict[str, int]:
-        """Where each output partition ends now: a partition that has no state yet records
-        these, so that a later recovery reads the outputs from here, not from the beginning.
-        (A broker that under-reports watermarks only makes that read longer.)"""
-        ends: dict[str, int] = {}
-        for topic in self._output_topics:
-            metadata = reader.list_topics(topic, timeout=10).topics.get(topic)
-            if metadata is None or metadata.error:
-                continue
-            for partition in metadata.partitions:
-                _, high = reader.get_watermark_offsets(TopicPartition(topic, partition), 10)
-                ends[f"{topic}/{partition}"] = max(int(high), 0)
-        return ends
-
-    def _visible_outputs(
-        self, processors: dict[int, PartitionProcessor]
-    ) -> tuple[list[Visible], dict[str, int]]:
-        """Alerts and dead letters published since these partitions' last state checkpoints."""
-        starts = self._scan_starts(processors)
-        wanted = set(processors)
-        inputs = set(self._streams) | set(self._forward_to)  # dead letters of forwards too
-        visible: list[Visible] = []
-        ends: dict[str, int] = {}
-
-        def start(reader: Consumer) -> list[TopicPartition]:
-            return [
-                TopicPartition(topic, int(partition), offset)
-                for name, offset in starts.items()
-                for topic, _, partition in [name.rpartition("/")]
-                if topic in self._output_topics
-            ]
-
-        def remember(message: Message) -> None:
-            name = f"{message.topic()}/{message.partition()}"
-            ends[name] = max(ends.get(name, 0), int(message.offset() or 0) + 1)
-            trigger = _trigger(message, self.names.alerts)
-            if trigger is None:
-                return
-            output_id, topic, partition, offset = trigger
-            if topic in inputs and partition in wanted:
-                visible.append(Visible(output_id, topic, partition, offset))
-
-        if starts:
-            read_to_end(reader_settings(self.config, "outputs"), start, remember)
-        if visible:
-            log.info(
-                "outputs already visible since the last checkpoint: %d (will not be re-emitted)",
-                len(visible),
-            )
-        return visible, ends
-
-    @staticmethod
-    def _scan_starts(processors: dict[int, PartitionProcessor]) -> dict[str, int]:
-        """Per output partition, the earliest position these partitions' checkpoints recorded."""
-        starts: dict[str, int] = {}
-        for processor in processors.values():
-            for name, offset in processor.runtime.get("outputs", {}).items():
-                starts[name] = min(offset, starts.get(name, offset))
-        return starts
 
     def _install_recoveries(self) -> set[int]:
         """Processors of finished recoveries: seek to their state, resume, and go."""
@@ -565,6 +366,7 @@ class MonitorService:
             self._recoveries.remove(recovery)
             result = recovery.result()
             self.metrics.restore_seconds.observe(result.seconds)
+            self._state_due = self._state_due or result.fresh
             rejected = self.invalid_state.rejected
             if rejected > self._rejected_reported:
                 self.metrics.state_rejected.inc(rejected - self._rejected_reported)
@@ -656,7 +458,10 @@ class MonitorService:
             processor = processors.get(partition)
             if processor is None:
                 continue  # still restoring: it is read again from the restored position
-            if self.repartition and self._seen_before(processor, message):
+            if self.repartition and seen_before(
+                processor.runtime.setdefault("origins", {}), dict(message.headers() or [])
+            ):
+                self.counters.duplicates_skipped += 1  # a forward that leaked from a crash
                 continue
             idle[(topic, partition)] = False
             timestamp_type, timestamp = message.timestamp()
@@ -678,7 +483,7 @@ class MonitorService:
             processors[partition].add(stream, records)
             touched.add(partition)
         self.counters.consumed += consumed
-        self._down_since = None
+        self.reachability.reached()
         self._consumed_by_topic.update(m.topic() for m in messages if not m.error())
         return touched
 
@@ -753,20 +558,6 @@ class MonitorService:
                 first.record.offset,
             )
 
-    def _seen_before(self, processor: PartitionProcessor, message: Message) -> bool:
-        """Repartitioned records carry their origin; a leaked forward must not count twice."""
-        origin = dict(message.headers() or []).get(ORIGIN_HEADER)
-        if not origin:
-            return False
-        source, _, offset_text = origin.decode().rpartition("/")
-        offset = int(offset_text)
-        origins = processor.runtime.setdefault("origins", {})
-        if offset <= origins.get(source, -1):
-            self.counters.duplicates_skipped += 1
-            return True
-        origins[source] = offset
-        return False
-
     def _forward(self, message: Message) -> None:
         """Repartition mode: re-key a raw event by its model onto the internal topic."""
         topic, partition, offset = message.topic(), message.partition(), message.offset()
@@ -775,12 +566,7 @@ class MonitorService:
         value = message.value() or b""
         timestamp_type, timestamp = message.timestamp()
         try:
-            event = parse_json(value, self._max_bytes)
-            model = event.get("model")
-            if model is None:
-                raise MissingField("field 'model' is required", "model", event)
-            if type(model) is not str or not model:
-                raise WrongType("field 'model' must be a non-empty string", "model", event)
+            key = model_key(value, self._max_bytes)
         except EventError as error:
             self.metrics.invalid.labels(error.reason).inc()  # never reaches a Monitor's counters
             kind = PREDICTION if topic == self.names.predictions else LABEL
@@ -799,10 +585,10 @@ class MonitorService:
             return
         self._require_checkpoint().produce(
             self._forward_to[topic],
-            key=model.encode(),
+            key=key,
             value=value,
             timestamp=timestamp if timestamp_type else 0,
-            headers=[(ORIGIN_HEADER, f"{topic}/{partition}/{offset}".encode())],
+            headers=[origin(topic, partition, offset)],
         )
         self.counters.forwarded += 1
 
@@ -842,7 +628,7 @@ class MonitorService:
     def _offsets(self) -> list[TopicPartition]:
         offsets = []
         for processor in self.processors.values():
-            resume = _resumes_at(processor)
+            resume = resumes_at(processor)
             for topic, stream in self._streams.items():
                 if resume[stream] > 0:
                     offsets.append(TopicPartition(topic, processor.partition, resume[stream]))
@@ -978,52 +764,10 @@ class MonitorService:
             raise KafkaRuntimeError(f"fatal consumer error: {error.str()}{hint}")
         log.warning("consume error: %s", error.str())
 
-    def _on_client_error(self, error: KafkaError) -> None:
-        """librdkafka reconnects by itself; we report it, with a growing interval between lines."""
-        if error.code() in (
-            KafkaError._ALL_BROKERS_DOWN,
-            KafkaError._TRANSPORT,
-            KafkaError._RESOLVE,
-        ):
-            now = time.monotonic()
-            if self._down_since is None:
-                self._down_since = now
-                self._next_down_report = now
-            if now >= self._next_down_report:
-                down = now - self._down_since
-                log.warning(
-                    "kafka unreachable bootstrap_servers=%s for %.0fs: %s; retrying",
-                    self.kafka.bootstrap_servers,
-                    down,
-                    error.str(),
-                )
-                self._next_down_report = now + min(max(down, 1.0), 30.0)
-        elif error.fatal():
-            log.error("fatal kafka error: %s", error.str())
-        else:
-            log.warning("kafka error: %s", error.str())
-
-    def _check_broker(self) -> None:
-        since = self._down_since
-        if since is None:
-            return
-        now = time.monotonic()
-        if now >= self._next_probe:
-            self._next_probe = now + 2.0
-            try:
-                assert self._consumer is not None
-                self._consumer.list_topics(timeout=1)
-                log.info("kafka reachable again after %.0fs", now - since)
-                self._down_since = None
-                return
-            except KafkaException:
-                pass
-        limit = give_up_after(self.kafka.on_broker_down, self.kafka.broker_down_timeout)
-        if limit is not None and now - since > limit:
-            raise KafkaRuntimeError(
-                f"kafka unreachable for more than {(self.kafka.broker_down_timeout or 0) / 1000:.0f}s "
-                f"(kafka.on_broker_down=exit)"
-            )
+    def _probe(self) -> None:
+        """Whether the brokers answer again (raises KafkaException while they do not)."""
+        assert self._consumer is not None
+        self._consumer.list_topics(timeout=1)
 
     # --- probes ------------------------------------------------------------------------------
     def liveness(self) -> tuple[bool, dict[str, Any]]:
@@ -1046,47 +790,13 @@ class MonitorService:
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         """Ready once assigned partitions are restored and consumed, with the broker reachable."""
-        broker_up = self._down_since is None
+        broker_up = self.reachability.up
         ready = self.ready.is_set() and broker_up and not self.restoring
         return ready, {
             "partitions": sorted(self.processors),
             "restoring": self.restoring,
             "broker_reachable": broker_up,
         }
-
-
-def _resumes_at(processor: PartitionProcessor) -> tuple[int, int]:
-    """The offsets a successor starts from: past what is re-processed for a replay."""
-    until = processor.replay_until
-    at = processor.positions
-    if until is None:
-        return (at[0], at[1])
-    return (max(at[0], until[0]), max(at[1], until[1]))
-
-
-def _trigger(message: Message, alerts_topic: str) -> tuple[str, str, int, int] | None:
-    """(output id, input topic, partition, offset) of the record behind an alert or dead letter."""
-    if message.topic() == alerts_topic:
-        try:
-            event = orjson.loads(message.value() or b"{}")
-            position = event["data"]["source_position"]
-            return (
-                str(event["id"]),
-                position["topic"],
-                int(position["partition"]),
-                int(position["offset"]),
-            )
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-            return None
-    identity = deadletters.header_dict(message.headers()).get(deadletters.DEAD_LETTER_ID)
-    if not identity:
-        return None
-    topic, _, rest = identity.rpartition("/")
-    topic, _, partition = topic.rpartition("/")
-    try:
-        return identity, topic, int(partition), int(rest)
-    except ValueError:
-        return None
 
 
 def _log_alert(event: dict[str, Any]) -> None:

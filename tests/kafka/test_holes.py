@@ -24,7 +24,7 @@ from confluent_kafka import Producer
 from stream_monitor.brokers import LocalBroker
 from stream_monitor.cli import main
 from stream_monitor.core.monitor import Monitor
-from stream_monitor.kafka.service import MonitorService
+from stream_monitor.kafka.restore import PartitionLoader
 from stream_monitor.publish import event_producer, publish
 from stream_monitor.scenarios import Scenario, generate
 from tests.kafka.support import (
@@ -249,13 +249,13 @@ def test_a_slow_restore_does_not_block_the_group_and_a_first_start_skips_old_out
     producer.flush(10)
     scenario = generate("default", events=500, seed=3)
     produce_scenario(broker.bootstrap_servers, names, scenario)
-    original = MonitorService._load
+    original = PartitionLoader.load
 
-    def slow_load(self: MonitorService, partitions: list[int], **kwargs: Any) -> Any:
+    def slow_load(self: PartitionLoader, partitions: list[int], **kwargs: Any) -> Any:
         time.sleep(9)  # longer than max.poll.interval.ms
         return original(self, partitions, **kwargs)
 
-    monkeypatch.setattr(MonitorService, "_load", slow_load)
+    monkeypatch.setattr(PartitionLoader, "load", slow_load)
     caplog.set_level(logging.INFO, logger="stream_monitor")
     with ServiceThread(config) as running:
         wait_until_consumed(config, names, scenario, timeout=120)
