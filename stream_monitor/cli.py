@@ -520,7 +520,8 @@ def forward(
     """Deliver alerts to Alertmanager and webhooks (at least once) until SIGTERM/SIGINT."""
     from confluent_kafka.admin import AdminClient
 
-    from stream_monitor.forward.service import ForwardService, ensure_dead_letter_topic
+    from stream_monitor.forward.clients import ensure_dead_letter_topic
+    from stream_monitor.forward.service import ForwardService
     from stream_monitor.health import HealthServer
     from stream_monitor.kafka.settings import admin_settings
     from stream_monitor.kafka.topics import wait_for_broker

@@ -11,7 +11,7 @@ import yaml
 
 from stream_monitor.config import build_config, load_config
 from stream_monitor.errors import ConfigError
-from stream_monitor.forward.service import build_sinks
+from stream_monitor.forward.assembly import build_sinks
 from tests.helpers import ROOT, run_cli
 
 
