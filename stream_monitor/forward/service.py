@@ -95,6 +95,7 @@ class ForwardService:
         self._assigned: set[int] = set()
         self._to_rebuild: set[int] = set()
         self._paused = False
+        self._handled = True  # every record consume() returned is with the sinks
         self.joined = False
         self.looping = False
         self.last_progress = time.monotonic()
@@ -130,28 +131,40 @@ class ForwardService:
         timeout = (self.config.kafka.poll_timeout or 20) / 1000
         next_commit = time.monotonic() + interval
         self.looping = True
+        failed = True
         try:
             while not self.stop.is_set():
                 self._backpressure()
+                self._handled = False  # until every record consume() returns is with the sinks
                 messages = consumer.consume(500, timeout)
                 if self._to_rebuild:
                     self._rebuild()
                 for message in messages:
                     self._handle(message)
+                self._handled = True
                 producer.poll(0)
                 now = self.last_progress = time.monotonic()
                 if now >= next_commit:
                     next_commit = now + interval
                     self._commit()
+            failed = False
         finally:
-            self.looping = False
-            for worker in self.workers:
-                worker.stop()
-            try:
-                self._commit()
-            finally:
-                consumer.close()
-                producer.flush(10)
+            self._close(consumer, producer, failed)
+
+    def _close(self, consumer: Consumer, producer: Producer, failed: bool) -> None:
+        """Finish the sinks' attempts, commit what they took, close the clients."""
+        self.looping = False
+        for worker in self.workers:
+            worker.stop()
+        try:
+            self._commit()
+        except ForwardError as exc:
+            if not failed:
+                raise
+            log.error("last commit skipped: %s", exc)  # the error that stopped the loop follows
+        finally:
+            consumer.close()  # its revoke commits nothing either when dead letters failed
+            producer.flush(10)
 
     def liveness(self) -> tuple[bool, dict[str, Any]]:
         stalled = time.monotonic() - self.last_progress
@@ -264,10 +277,15 @@ class ForwardService:
 
     # --- committing and dead letters -------------------------------------------------------
     def _commit(self, only: set[int] | None = None) -> None:
+        """Commit, per partition, what every sink has taken. Also called from the revoke
+        callback, inside consume(): then only what was handed to the sinks counts, never the
+        consumer's position (it may already be past records of the batch being read)."""
         consumer, dead_letters = self._consumer, self._dead_letters
         if consumer is None or dead_letters is None:
             return
-        self._advance_past_markers(consumer)
+        dead_letters.check()  # a dead letter was lost: no commit, ever (the process stops)
+        if self._handled:
+            self._advance_past_markers(consumer)
         chosen = self._assigned if only is None else only & self._assigned
         offsets = self._offsets.to_commit(chosen, self.workers)
         if not offsets:
@@ -283,8 +301,8 @@ class ForwardService:
         self._offsets.committed(offsets)
 
     def _advance_past_markers(self, consumer: Consumer) -> None:
-        """Every record consume() returned has been handed to the sinks, so the consumer's
-        position may be committed: on a transactional alerts topic it also steps over the
+        """Called once every record consume() returned is with the sinks: the consumer's
+        position may then be committed; on a transactional alerts topic it also steps over the
         commit markers after the last alert, which would otherwise show as lag forever."""
         partitions = [TopicPartition(self.topic, p) for p in self._offsets.read_upto]
         if not partitions:
