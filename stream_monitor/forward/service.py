@@ -134,6 +134,7 @@ class ForwardService:
         failed = True
         try:
             while not self.stop.is_set():
+                self._check_workers()
                 self._backpressure()
                 self._handled = False  # until every record consume() returns is with the sinks
                 messages = consumer.consume(500, timeout)
@@ -167,10 +168,17 @@ class ForwardService:
             producer.flush(10)
 
     def liveness(self) -> tuple[bool, dict[str, Any]]:
+        """The loop turned within `metrics.stall_timeout` and every sink's worker runs."""
         stalled = time.monotonic() - self.last_progress
         limit = (self.config.metrics.stall_timeout or 90_000) / 1000
-        ok = not self.looping or stalled < limit
-        return ok, {"loop_seconds_since_progress": round(stalled, 3)}
+        dead = [worker.name for worker in self.workers if not worker.alive]
+        ok = not self.looping or (stalled < limit and not dead)
+        return ok, {"loop_seconds_since_progress": round(stalled, 3), "dead_sinks": dead}
+
+    def _check_workers(self) -> None:
+        for worker in self.workers:
+            if worker.failure is not None:
+                raise ForwardError(f"sink={worker.name}: its worker stopped: {worker.failure}")
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         ok = self.looping and self.joined and not self._to_rebuild

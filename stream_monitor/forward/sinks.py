@@ -49,7 +49,8 @@ class Sink(Protocol):
         """Monotonic time of the sink's next periodic work (e.g. re-posting), None for none."""
 
     def run_due(self, now: float) -> None:
-        """Do the periodic work; a `SinkError` is logged and the work tried again later."""
+        """Do the periodic work; a `SinkError` is logged and the work tried again later, any
+        other error stops the forwarder (a bug would fail the same way every time)."""
 
     def close(self) -> None: ...
 
@@ -117,6 +118,7 @@ class SinkWorker:
         self._dropped: set[int] = set()  # partitions revoked while an alert was in flight
         self._wake = threading.Condition()
         self._stopping = False
+        self._failure: str | None = None
         self._thread = threading.Thread(target=self._run, name=f"sink-{self.name}", daemon=True)
 
     # --- called by the consume loop ----------------------------------------------------------
@@ -136,6 +138,15 @@ class SinkWorker:
     @property
     def backlog(self) -> int:
         return len(self._queue)
+
+    @property
+    def failure(self) -> str | None:
+        """Why the worker thread stopped on its own (the forwarder must stop too), or None."""
+        return self._failure
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
 
     def first_pending(self, partition: int) -> int | None:
         """The lowest offset of `partition` this sink has not taken yet, None when none."""
@@ -162,6 +173,15 @@ class SinkWorker:
 
     # --- the worker thread -------------------------------------------------------------------
     def _run(self) -> None:
+        """Any error that escapes is fatal: its alerts would stay pending forever (and reading
+        pause at `max_pending`), so it is recorded for the consume loop to stop on."""
+        try:
+            self._work()
+        except BaseException as exc:
+            self._failure = f"{type(exc).__name__}: {exc}"
+            log.critical("sink=%s worker stopped", self.name, exc_info=True)
+
+    def _work(self) -> None:
         while True:
             item = self._next()
             if self._stopping:

@@ -118,3 +118,35 @@ def test_a_revoke_inside_consume_commits_only_what_the_sinks_were_handed() -> No
         wait_for(lambda: 0 not in harness.service.readiness()[1]["partitions"], 5, "revoked")
     assert consumer.highest_commit(0) == 2
     assert harness.error is None
+
+
+class BrokenPeriodic(Taking):
+    """Periodic work with a bug (not a SinkError): retrying cannot help."""
+
+    def next_due(self) -> float | None:
+        return 0.0
+
+    def run_due(self, now: float) -> None:
+        raise KeyError("labels")
+
+
+def test_a_sink_worker_that_dies_stops_the_forwarder() -> None:
+    consumer = FakeConsumer([0])
+    harness = Harness([Taking("healthy"), BrokenPeriodic("broken")], consumer)
+    harness.__enter__()
+    error = harness.ended()
+    assert isinstance(error, ForwardError)
+    assert str(error) == "sink=broken: its worker stopped: KeyError: 'labels'"
+
+
+def test_liveness_fails_while_a_sink_worker_is_dead() -> None:
+    harness = Harness([Taking("healthy"), BrokenPeriodic("broken")], FakeConsumer([0]))
+    service = harness.service
+    service.looping = True  # as inside run(), before the loop notices
+    for worker in service.workers:
+        worker.start()
+    wait_for(lambda: not service.workers[1].alive, 5, "the broken worker to stop")
+    ok, details = service.liveness()
+    assert not ok and details["dead_sinks"] == ["broken"]
+    for worker in service.workers:
+        worker.stop()

@@ -137,3 +137,19 @@ def test_a_sink_that_raises_an_unexpected_error_dead_letters_and_keeps_its_worke
     wait_for(lambda: broken.taken == [0, 2], 5, "the others delivered")
     assert dead == [(1, "sink_error")]
     worker.stop()
+
+
+def test_an_error_outside_delivery_stops_the_worker_and_says_why() -> None:
+    # /tmp/review/worker_dies.py: the dead-letter write raised, the thread ended in silence
+    # and the partition's offset stayed pending forever.
+    down = Recording("down", fail_until=time.monotonic() + 3600)
+
+    def dead_letter(record: AlertRecord, name: str, error: SinkError) -> None:
+        raise BufferError("Local: Queue full")
+
+    worker = SinkWorker(down, dead_letter=dead_letter, outcomes=Outcomes(), give_up_after=0.1)
+    worker.start()
+    worker.offer(alert(0))
+    wait_for(lambda: not worker.alive, 5, "the worker to stop")
+    assert worker.failure == "BufferError: Local: Queue full"
+    worker.stop()
