@@ -116,10 +116,11 @@ def starts_at(record: AlertRecord) -> str:
 
 
 class _Active:
-    __slots__ = ("alert", "published_ms")
+    __slots__ = ("alert", "partition", "published_ms")
 
-    def __init__(self, alert: dict[str, Any], published_ms: int) -> None:
+    def __init__(self, alert: dict[str, Any], partition: int, published_ms: int) -> None:
         self.alert = alert
+        self.partition = partition  # of the alerts topic: revoked, it is another instance's
         self.published_ms = published_ms
 
 
@@ -187,6 +188,12 @@ class AlertmanagerSink(BaseSink):
         for start in range(0, len(alerts), POST_BATCH):
             self._post(alerts[start : start + POST_BATCH])
 
+    def forget(self, partitions: set[int]) -> None:
+        """Stop re-posting the alerts of revoked partitions: their new owner rebuilds them, and
+        a stale re-post (no endsAt) would re-open one it has resolved since."""
+        for alert_id in [i for i, a in self._active.items() if a.partition in partitions]:
+            del self._active[alert_id]
+
     def close(self) -> None:
         self._endpoint.close()
 
@@ -213,7 +220,9 @@ class AlertmanagerSink(BaseSink):
         return {**entry.alert, "endsAt": max(ends, entry.alert["startsAt"])}
 
     def _keep(self, record: AlertRecord, alert: dict[str, Any]) -> None:
-        self._active[record.id] = _Active(alert, record.timestamp_ms or self._wall_ms())
+        self._active[record.id] = _Active(
+            alert, record.partition, record.timestamp_ms or self._wall_ms()
+        )
         self._active.move_to_end(record.id)
         while len(self._active) > self._max_active:
             dropped, _ = self._active.popitem(last=False)

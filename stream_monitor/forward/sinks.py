@@ -52,6 +52,9 @@ class Sink(Protocol):
         """Do the periodic work; a `SinkError` is logged and the work tried again later, any
         other error stops the forwarder (a bug would fail the same way every time)."""
 
+    def forget(self, partitions: set[int]) -> None:
+        """Drop what was learnt from these partitions: another instance owns them now."""
+
     def close(self) -> None: ...
 
 
@@ -67,6 +70,9 @@ class BaseSink:
         return None
 
     def run_due(self, now: float) -> None:
+        return None
+
+    def forget(self, partitions: set[int]) -> None:
         return None
 
     def close(self) -> None:
@@ -116,6 +122,7 @@ class SinkWorker:
         self._queue: deque[tuple[bool, AlertRecord]] = deque()
         self._pending: dict[int, deque[int]] = {}  # partition -> offsets offered, not yet done
         self._dropped: set[int] = set()  # partitions revoked while an alert was in flight
+        self._to_forget: set[int] = set()  # revoked partitions the sink has not been told of
         self._wake = threading.Condition()
         self._stopping = False
         self._failure: str | None = None
@@ -155,12 +162,16 @@ class SinkWorker:
             return pending[0] if pending else None
 
     def drop(self, partitions: set[int]) -> None:
-        """Forget revoked partitions: their alerts are another instance's now."""
+        """Forget revoked partitions: their alerts are another instance's now. The sink forgets
+        them too (on its own thread, before the next queued alert), or it would keep acting on
+        them: re-posting an alert its new owner has since resolved."""
         with self._wake:
             self._queue = deque(item for item in self._queue if item[1].partition not in partitions)
             for partition in partitions:
                 self._pending.pop(partition, None)
             self._dropped |= partitions
+            self._to_forget |= partitions
+            self._wake.notify()
 
     def stop(self, timeout: float = 30.0) -> None:
         """Finish the current attempt, then stop; what is not taken stays uncommitted."""
@@ -183,7 +194,9 @@ class SinkWorker:
 
     def _work(self) -> None:
         while True:
-            item = self._next()
+            forget, item = self._next()
+            if forget:
+                self.sink.forget(forget)
             if self._stopping:
                 return
             self._periodic()
@@ -198,15 +211,18 @@ class SinkWorker:
             elif self._deliver(record):
                 self._done(record)
 
-    def _next(self) -> tuple[bool, AlertRecord] | None:
+    def _next(self) -> tuple[set[int], tuple[bool, AlertRecord] | None]:
+        """Partitions to forget, and the next queued item (None: periodic work is due)."""
         with self._wake:
-            while not self._queue and not self._stopping:
+            while not self._queue and not self._stopping and not self._to_forget:
                 due = self.sink.next_due()
                 wait = None if due is None else due - self._clock()
                 if wait is not None and wait <= 0:
-                    return None
+                    break
                 self._wake.wait(wait)
-            return self._queue.popleft() if self._queue and not self._stopping else None
+            forget, self._to_forget = self._to_forget, set()
+            item = self._queue.popleft() if self._queue and not self._stopping else None
+            return forget, item
 
     def _periodic(self) -> None:
         due = self.sink.next_due()

@@ -19,11 +19,13 @@ from stream_monitor.forward.webhook import WebhookSink, slack_text
 from tests.forward.support import WebhookServer, drift_alert, resolved_alert
 
 
-def record(event: dict[str, Any], offset: int = 0, timestamp_ms: int | None = None) -> AlertRecord:
+def record(
+    event: dict[str, Any], offset: int = 0, timestamp_ms: int | None = None, partition: int = 0
+) -> AlertRecord:
     value = orjson.dumps(event)
     return AlertRecord(
         topic="alerts",
-        partition=0,
+        partition=partition,
         offset=offset,
         key=b"k",
         value=value,
@@ -122,6 +124,27 @@ def test_alertmanager_life_cycle_post_repost_resolve_rebuild_and_bounds() -> Non
     for offset, event in enumerate([first, second, resolved_alert(first, 1_767_225_650_000)]):
         rebuilt.remember(record(event, offset, 1_767_225_690_000))
     assert rebuilt.active == 1 and rebuilt.next_due() == 500.0  # re-posted as soon as rebuilt
+
+
+def test_alertmanager_stops_reposting_the_alerts_of_revoked_partitions() -> None:
+    # An instance that lost partition 1 kept re-posting its alerts (without endsAt) for up to
+    # active_for, re-opening an alert the partition's new owner had resolved.
+    wall = 1_767_225_700_000
+    endpoint = FakeEndpoint()
+    sink = AlertmanagerSink(
+        endpoint=endpoint,  # type: ignore[arg-type]
+        repeat_post=60,
+        active_for=3600,
+        clock=lambda: 100.0,
+        wall_ms=lambda: wall,
+    )
+    mine, theirs = drift_alert(1), drift_alert(2)
+    sink.deliver(record(mine, 0, wall, partition=0))
+    sink.deliver(record(theirs, 0, wall, partition=1))
+    sink.forget({1})
+    sink.run_due(160.0)
+    assert [alert["labels"]["alert_id"] for alert in endpoint.posts[-1][1]] == [mine["id"]]
+    assert sink.active == 1
 
 
 @pytest.fixture

@@ -153,3 +153,21 @@ def test_an_error_outside_delivery_stops_the_worker_and_says_why() -> None:
     wait_for(lambda: not worker.alive, 5, "the worker to stop")
     assert worker.failure == "BufferError: Local: Queue full"
     worker.stop()
+
+
+def test_a_dropped_partition_is_forgotten_by_the_sink_on_its_own_thread() -> None:
+    class Forgetting(Recording):
+        def __init__(self) -> None:
+            super().__init__("forgetting")
+            self.forgot: list[tuple[set[int], str]] = []
+
+        def forget(self, partitions: set[int]) -> None:
+            self.forgot.append((partitions, threading.current_thread().name))
+
+    sink = Forgetting()
+    worker = SinkWorker(sink, dead_letter=lambda *a: None, outcomes=Outcomes(), give_up_after=60)
+    worker.start()
+    worker.drop({1})
+    wait_for(lambda: bool(sink.forgot), 5, "the sink told")
+    assert sink.forgot == [({1}, "sink-forgetting")]
+    worker.stop()
