@@ -43,7 +43,8 @@ class Sink(Protocol):
         """Hand over one alert; raise `SinkError` when it was not taken."""
 
     def remember(self, record: AlertRecord) -> None:
-        """Learn from an alert delivered before a restart, without sending it (state rebuild)."""
+        """Learn from an alert delivered before a restart, without sending it (state rebuild).
+        Periodic work waits until the worker has no more of these queued."""
 
     def next_due(self) -> float | None:
         """Monotonic time of the sink's next periodic work (e.g. re-posting), None for none."""
@@ -199,7 +200,10 @@ class SinkWorker:
                 self.sink.forget(forget)
             if self._stopping:
                 return
-            self._periodic()
+            if item is None or item[0]:
+                # Not between two `remember` items: a rebuild (thousands of them in a row) is
+                # drained first, then the sink's periodic work (re-posting) runs once.
+                self._periodic()
             if item is None:
                 continue
             deliver, record = item

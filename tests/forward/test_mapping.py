@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 from urllib.parse import unquote
 
@@ -14,9 +15,10 @@ from cloudevents.v1.http import from_http
 from stream_monitor.forward.alertmanager import AlertmanagerSink, annotations_of, labels_of
 from stream_monitor.forward.http import HttpEndpoint
 from stream_monitor.forward.records import AlertRecord, parse_event
-from stream_monitor.forward.sinks import SinkError
+from stream_monitor.forward.sinks import SinkError, SinkWorker
 from stream_monitor.forward.webhook import WebhookSink, slack_text
 from tests.forward.support import WebhookServer, drift_alert, resolved_alert
+from tests.kafka.support import wait_for
 
 
 def record(
@@ -56,6 +58,16 @@ def test_alertmanager_labels_and_annotations() -> None:
     assert annotations_of(event)["effect"] == "cohens_d=0.6667, direction=up"
     event["data"]["effect"] = 0.5
     assert annotations_of(event)["effect"] == "0.5"
+
+
+class Quiet:
+    """A worker's outcomes, not recorded."""
+
+    def accepted(self, *args: object) -> None: ...
+
+    def failed(self, *args: object) -> None: ...
+
+    def dead_lettered(self, *args: object) -> None: ...
 
 
 class FakeEndpoint:
@@ -145,6 +157,35 @@ def test_alertmanager_stops_reposting_the_alerts_of_revoked_partitions() -> None
     sink.run_due(160.0)
     assert [alert["labels"]["alert_id"] for alert in endpoint.posts[-1][1]] == [mine["id"]]
     assert sink.active == 1
+
+
+class Counting(FakeEndpoint):
+    def __init__(self) -> None:
+        super().__init__()
+        self.alerts = 0
+
+    def post(self, body: bytes, headers: dict[str, str], path: str | None = None) -> bytes:
+        self.alerts += len(orjson.loads(body))
+        return super().post(body, headers, path)
+
+
+def test_a_rebuild_reposts_what_it_rebuilt_once_when_drained() -> None:
+    # /tmp/review/rebuild_posts.py: every remembered alert made the worker re-post the whole
+    # active set, 1,500 POSTs carrying 500,500 alerts for 1,000 alerts rebuilt.
+    endpoint = Counting()
+    sink = AlertmanagerSink(endpoint=endpoint, repeat_post=150, active_for=86400)  # type: ignore[arg-type]
+    worker = SinkWorker(sink, dead_letter=lambda *a: None, outcomes=Quiet(), give_up_after=60)
+    wall = int(time.time() * 1000)
+    for offset in range(1000):
+        worker.offer(
+            record(drift_alert(offset, model=f"m{offset % 50}"), offset, wall), deliver=False
+        )
+    worker.start()
+    wait_for(lambda: endpoint.alerts >= 1000, 10, "the rebuilt alerts re-posted")
+    time.sleep(0.2)
+    worker.stop()
+    assert (len(endpoint.posts), endpoint.alerts) == (2, 1000)  # two batches of 500
+    assert sink.active == 1000
 
 
 @pytest.fixture
