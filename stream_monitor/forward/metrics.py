@@ -97,6 +97,12 @@ class ForwardMetrics:
         )
         info.labels(__version__).set(1)
 
+    def add_sink(self, sink: str) -> None:
+        """Create the sink's delivery series at 0: a counter that first appears at 1 has no
+        increase() in Prometheus, so the first dead letters would raise no alert."""
+        for outcome in ("accepted", "dead_lettered"):
+            self.deliveries.labels(sink, outcome)
+
     def count_read(self, record: AlertRecord) -> None:
         self.read.labels(_TYPES.get(record.type or "", "other")).inc()
 

@@ -79,6 +79,7 @@ class ForwardService:
             for sink in self.sinks
         ]
         for worker in self.workers:
+            self.metrics.add_sink(worker.name)
             self.metrics.pending.labels(worker.name).set_function(
                 lambda worker=worker: float(worker.backlog)  # type: ignore[misc]
             )

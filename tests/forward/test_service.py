@@ -150,3 +150,15 @@ def test_liveness_fails_while_a_sink_worker_is_dead() -> None:
     assert not ok and details["dead_sinks"] == ["broken"]
     for worker in service.workers:
         worker.stop()
+
+
+def test_every_sinks_delivery_series_exists_at_zero_from_the_start() -> None:
+    # A counter first seen at 1 has no increase(): StreamMonitorForwardDeadLetters never fired
+    # for a sink's first dead letters.
+    harness = Harness([Taking("alertmanager"), Refusing()], FakeConsumer([0]))
+    for sink in ("alertmanager", "refusing"):
+        for outcome in ("accepted", "dead_lettered"):
+            value = harness.metrics.registry.get_sample_value(
+                "stream_monitor_forward_deliveries_total", {"sink": sink, "outcome": outcome}
+            )
+            assert value == 0.0, (sink, outcome)
