@@ -15,14 +15,13 @@ def build_sinks(forward: ForwardConfig) -> list[Sink]:
     names = iter(forward.sink_names())
     manager = forward.alertmanager
     if manager is not None:
-        resolve = (manager.resolve_timeout or 300_000) / 1000
         sinks.append(
             AlertmanagerSink(
                 name=next(names),
-                endpoint=HttpEndpoint(manager.url, timeout=(manager.timeout or 5000) / 1000),
+                endpoint=HttpEndpoint(manager.url, timeout=manager.timeout / 1000),
                 headers=manager.headers,
-                repeat_post=(manager.repeat_post or 0) / 1000 or resolve / 2,
-                active_for=(manager.active_for or 86_400_000) / 1000,
+                repeat_post=manager.repeat_every_ms / 1000,
+                active_for=manager.active_for / 1000,
                 max_active=manager.max_active,
             )
         )
@@ -30,7 +29,7 @@ def build_sinks(forward: ForwardConfig) -> list[Sink]:
         sinks.append(
             WebhookSink(
                 name=next(names),
-                endpoint=HttpEndpoint(hook.url, timeout=(hook.timeout or 5000) / 1000),
+                endpoint=HttpEndpoint(hook.url, timeout=hook.timeout / 1000),
                 headers=hook.headers,
                 format=hook.format,
                 mode=hook.mode,
@@ -43,4 +42,4 @@ def history_window(forward: ForwardConfig) -> float | None:
     """How far back (seconds) a restart reads to rebuild sink state: Alertmanager's active set."""
     if forward.alertmanager is None:
         return None
-    return (forward.alertmanager.active_for or 86_400_000) / 1000
+    return forward.alertmanager.active_for / 1000

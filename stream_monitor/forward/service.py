@@ -72,9 +72,9 @@ class ForwardService:
                 sink,
                 dead_letter=self._dead_letter,
                 outcomes=self.metrics,
-                give_up_after=(self.forward.give_up_after or 600_000) / 1000,
-                backoff=(self.forward.retry_backoff or 500) / 1000,
-                backoff_max=(self.forward.retry_backoff_max or 30_000) / 1000,
+                give_up_after=self.forward.give_up_after / 1000,
+                backoff=self.forward.retry_backoff / 1000,
+                backoff_max=self.forward.retry_backoff_max / 1000,
             )
             for sink in self.sinks
         ]
@@ -126,7 +126,7 @@ class ForwardService:
             ",".join(self._describe_sinks()),
             self.forward.dead_letter_topic,
         )
-        interval = (self.forward.commit_interval or 1000) / 1000
+        interval = self.forward.commit_interval / 1000
         # consume() returns early only with a full batch: its timeout is what a lone alert waits
         # (100 ms gave a 60 ms median latency), so use the short kafka.poll_timeout (20 ms).
         timeout = (self.config.kafka.poll_timeout or 20) / 1000

@@ -30,13 +30,44 @@ from tests.helpers import ROOT, run_cli
         ),
         ({"give_up_after": "forever"}, "forward.give_up_after"),
         ({"sinks": []}, "forward.sinks"),
+        # Timers the forwarder needs: `none` or 0 used to become the default silently.
+        ({"give_up_after": "none"}, "forward.give_up_after: must be a duration"),
+        ({"commit_interval": 0}, "forward.commit_interval: Input should be greater than 0"),
+        ({"webhooks": [{"url": "http://a", "timeout": 0}]}, "forward.webhooks[0].timeout"),
+        (
+            {"alertmanager": {"url": "http://am", "active_for": "off"}},
+            "forward.alertmanager.active_for: must be a duration",
+        ),
+        (
+            {"alertmanager": {"url": "http://am", "resolve_timeout": "5m", "repeat_post": "5m"}},
+            "forward.alertmanager.repeat_post: 300000 ms is not shorter than resolve_timeout",
+        ),
+        (
+            {"alertmanager": {"url": "http://am", "resolve_timeout": "1m"}, "give_up_after": "1s"},
+            None,
+        ),
+        ({"retry_backoff": "10s", "retry_backoff_max": "1s"}, "forward.retry_backoff: 10000 ms"),
     ],
 )
-def test_errors_name_the_key_and_never_the_url(forward: dict[str, object], message: str) -> None:
+def test_errors_name_the_key_and_never_the_url(
+    forward: dict[str, object], message: str | None
+) -> None:
+    if message is None:  # valid: the line above it is not
+        build_config({"forward": forward}, environ={})
+        return
     with pytest.raises(ConfigError) as caught:
         build_config({"forward": forward}, environ={})
     assert message in str(caught.value)
     assert "token" not in str(caught.value)
+
+
+def test_repeat_post_defaults_to_half_the_resolve_timeout_in_one_place() -> None:
+    forward = build_config(
+        {"forward": {"alertmanager": {"url": "http://am", "resolve_timeout": "1m"}}}, environ={}
+    ).forward
+    assert forward.alertmanager is not None and forward.alertmanager.repeat_every_ms == 30_000
+    [sink] = build_sinks(forward)
+    assert sink.next_due() is None and sink._repeat == 30.0  # type: ignore[attr-defined]
 
 
 def test_the_readme_example_and_configs_forward_yaml_are_valid() -> None:
