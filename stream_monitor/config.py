@@ -339,6 +339,9 @@ class ForwardConfig(_Strict):
 
     group_id: str = "stream-monitor-forward"
     start_at: Literal["earliest", "latest"] = "earliest"  # a new group's first position
+    # A new group (no committed offset) sends webhooks only the alerts published this long before
+    # it started; older ones only rebuild Alertmanager's active set. none: the whole history.
+    first_start_max_age: DurationMs = Field(default=3_600_000, gt=0)
     dead_letter_topic: str = "alert-dead-letters"
     # An alert a sink has not taken for this long goes to the dead-letter topic, for that sink.
     give_up_after: RequiredDurationMs = Field(default=600_000, gt=0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
@@ -82,3 +83,19 @@ def test_forwarder_metrics_have_no_naming_problems() -> None:
         timeout=60,
     )
     assert result.returncode == 0 and not result.stdout.strip(), result.stdout + result.stderr
+
+
+def test_prometheus_sends_the_rules_alerts_to_the_compose_alertmanager(tmp_path: Path) -> None:
+    scrape = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())
+    [manager] = scrape["alerting"]["alertmanagers"]
+    assert manager["static_configs"][0]["targets"] == ["alertmanager:9093"]
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    assert "9093:9093" in services["alertmanager"]["ports"]
+    # promtool reads the file as Prometheus would, with the rules where compose mounts them.
+    scrape["rule_files"] = [str(PROMETHEUS / "alerts.yml")]
+    local = tmp_path / "prometheus.yml"
+    local.write_text(yaml.safe_dump(scrape))
+    result = subprocess.run(
+        [promtool(), "check", "config", str(local)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -26,6 +26,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from stream_monitor.config import Config
+from stream_monitor.core.events import format_time
 from stream_monitor.forward import ForwardError
 from stream_monitor.forward.alertmanager import AlertmanagerSink
 from stream_monitor.forward.assembly import build_sinks, history_window
@@ -95,6 +96,9 @@ class ForwardService:
         self._offsets = GroupOffsets(self.topic)
         self._assigned: set[int] = set()
         self._to_rebuild: set[int] = set()
+        # Partitions the group reads for the first time -> only alerts published after this
+        # time (ms) are delivered (forward.first_start_max_age); older ones are only remembered.
+        self._first_start: dict[int, int] = {}
         self._paused = False
         self._handled = True  # every record consume() returned is with the sinks
         self.joined = False
@@ -206,8 +210,10 @@ class ForwardService:
                 SinkError("not_an_alert", "not a CloudEvent JSON object", retryable=False),
             )
         else:
+            since = self._first_start.get(record.partition)
+            old = since is not None and (record.timestamp_ms or since) < since
             for worker in self.workers:
-                taken = self._offsets.taken_before_restart(
+                taken = old or self._offsets.taken_before_restart(
                     worker.name, record.partition, record.offset
                 )
                 worker.offer(record, deliver=not taken)
@@ -252,6 +258,8 @@ class ForwardService:
         self._assigned -= partitions
         self._to_rebuild -= partitions
         self._offsets.forget(partitions)
+        for partition in partitions:
+            self._first_start.pop(partition, None)
 
     def _rebuild(self) -> None:
         """Per newly assigned partition: each sink's committed position (commit metadata), and
@@ -263,6 +271,17 @@ class ForwardService:
             self._consumer, [TopicPartition(self.topic, p) for p in partitions]
         )
         upto = self._offsets.restore(committed)
+        max_age = self.forward.first_start_max_age
+        fresh = [p for p in partitions if p not in upto]
+        if fresh and max_age is not None:
+            since = self._wall_ms() - max_age
+            self._first_start.update(dict.fromkeys(fresh, since))
+            log.info(
+                "first read of partitions=%s: alerts published before %s are not sent "
+                "(forward.first_start_max_age)",
+                ",".join(map(str, fresh)),
+                format_time(since),
+            )
         if self._window is None or not upto:
             return
         since = self._wall_ms() - int(self._window * 1000)

@@ -28,10 +28,10 @@ class FakeMessage:
         offset: int,
         value: bytes | None = None,
         error: KafkaError | None = None,
-        timestamp_ms: int = 1_767_225_600_000,
+        timestamp_ms: int | None = None,
     ) -> None:
         self._partition, self._offset, self._value, self._error = partition, offset, value, error
-        self._timestamp_ms = timestamp_ms
+        self._timestamp_ms = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
 
     def error(self) -> KafkaError | None:
         return self._error

@@ -4,6 +4,7 @@ never past a record that was not handed to the sinks."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -162,3 +163,21 @@ def test_every_sinks_delivery_series_exists_at_zero_from_the_start() -> None:
                 "stream_monitor_forward_deliveries_total", {"sink": sink, "outcome": outcome}
             )
             assert value == 0.0, (sink, outcome)
+
+
+def test_a_new_group_sends_no_alert_older_than_first_start_max_age() -> None:
+    now = int(time.time() * 1000)
+    old, new = now - 2 * 3_600_000, now - 60_000
+    fresh = FakeConsumer([0])  # no committed offset: the group's first read of partition 0
+    fresh.add(alert_message(0, 0, timestamp_ms=old), alert_message(0, 1, timestamp_ms=new))
+    sink = Taking()
+    with Harness([sink], fresh, first_start_max_age="1h"):
+        wait_for(lambda: fresh.highest_commit(0) == 2, 5, "both committed")
+    assert sink.taken == [(0, 1)]
+    # A group that has committed before sends everything after its commit, however old.
+    known = FakeConsumer([0], committed={0: 0})
+    known.add(alert_message(0, 0, timestamp_ms=old), alert_message(0, 1, timestamp_ms=new))
+    sink = Taking()
+    with Harness([sink], known, first_start_max_age="1h"):
+        wait_for(lambda: known.highest_commit(0) == 2, 5, "both committed")
+    assert sink.taken == [(0, 0), (0, 1)]
