@@ -84,6 +84,11 @@ class ForwardMetrics:
             "Alerts-topic partitions assigned to this forwarder.",
             registry=r,
         )
+        self.paused = Gauge(
+            "stream_monitor_forward_reading_paused",
+            "1 while reading is paused because a sink holds forward.max_pending alerts.",
+            registry=r,
+        )
         self.last_progress = Gauge(
             "stream_monitor_forward_last_progress_timestamp_seconds",
             "Unix time of the consume loop's last turn.",

@@ -9,10 +9,11 @@ sink still owed (it is only told about those alerts, through `remember`, to rebu
 Dead letters are flushed before the commit that covers them; one that cannot be written stops
 the forwarder (exit 1) rather than commit past an alert nobody has.
 
-Isolation: each sink has its own queue and thread (`SinkWorker`), so a failing sink delays only
-its own deliveries. Reading pauses when a sink holds `max_pending` alerts (memory stays
-bounded), which `give_up_after` bounds in time: past it, a failing sink's alerts are
-dead-lettered for that sink and the others carry on.
+Isolation, bounded: each sink has its own queue and thread (`SinkWorker`), so a failing sink
+delays only its own deliveries, until it holds `max_pending` alerts. Then reading pauses, for
+every sink (they share the consumer; memory stays bounded), until it has drained half of them,
+which it does once its alerts pass `give_up_after` and go to the dead-letter topic
+(docs/forwarding.md, "Failure isolation", has the numbers).
 """
 
 from __future__ import annotations
@@ -105,6 +106,7 @@ class ForwardService:
         self.looping = False
         self.last_progress = time.monotonic()
         self.metrics.partitions.set_function(lambda: float(len(self._assigned)))
+        self.metrics.paused.set_function(lambda: float(self._paused))
         self.metrics.last_progress.set_function(
             lambda: time.time() - (time.monotonic() - self.last_progress)
         )
@@ -220,13 +222,20 @@ class ForwardService:
         self._offsets.read(record.partition, record.offset)
 
     def _backpressure(self) -> None:
+        """Pause reading (for every sink: they share the consumer) while one sink holds
+        `max_pending` alerts, until it holds half as many."""
         assert self._consumer is not None
-        fullest = max(worker.backlog for worker in self.workers)
-        if not self._paused and fullest >= self.forward.max_pending:
+        fullest = max(self.workers, key=lambda worker: worker.backlog)
+        held = fullest.backlog
+        if not self._paused and held >= self.forward.max_pending:
             self._consumer.pause(self._consumer.assignment())
             self._paused = True
-            log.warning("a sink holds %d alerts (forward.max_pending): reading paused", fullest)
-        elif self._paused and fullest < self.forward.max_pending // 2:
+            log.warning(
+                "sink=%s holds %d alerts (forward.max_pending): reading paused for every sink",
+                fullest.name,
+                held,
+            )
+        elif self._paused and held <= self.forward.max_pending // 2:
             self._consumer.resume(self._consumer.assignment())
             self._paused = False
             log.info("reading resumed")

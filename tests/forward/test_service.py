@@ -4,6 +4,7 @@ never past a record that was not handed to the sinks."""
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -181,3 +182,27 @@ def test_a_new_group_sends_no_alert_older_than_first_start_max_age() -> None:
     with Harness([sink], known, first_start_max_age="1h"):
         wait_for(lambda: known.highest_commit(0) == 2, 5, "both committed")
     assert sink.taken == [(0, 0), (0, 1)]
+
+
+def test_reading_pauses_at_max_pending_and_resumes_when_half_drained() -> None:
+    class Gate(Taking):
+        def __init__(self) -> None:
+            super().__init__("gate")
+            self.open = threading.Event()
+
+        def deliver(self, record: AlertRecord) -> None:
+            self.open.wait(10)
+            super().deliver(record)
+
+    consumer = FakeConsumer([0])
+    consumer.add(alert_message(0, 0), alert_message(0, 1))
+    gate = Gate()
+    paused = "stream_monitor_forward_reading_paused"
+    with Harness([gate, Taking()], consumer, max_pending=1) as harness:
+        # The first alert is in flight, the second queued: one held, max_pending reached.
+        wait_for(lambda: consumer.paused == {0}, 5, "reading paused")
+        assert harness.metrics.registry.get_sample_value(paused) == 1.0
+        gate.open.set()
+        wait_for(lambda: consumer.paused == set(), 5, "reading resumed")  # max_pending 1 too
+        assert harness.metrics.registry.get_sample_value(paused) == 0.0
+    assert gate.taken == [(0, 0), (0, 1)]
