@@ -521,6 +521,7 @@ def forward(
     from confluent_kafka.admin import AdminClient
 
     from stream_monitor.forward.clients import ensure_dead_letter_topic
+    from stream_monitor.forward.http import basic_authorization
     from stream_monitor.forward.service import ForwardService
     from stream_monitor.health import HealthServer
     from stream_monitor.kafka.settings import admin_settings
@@ -533,6 +534,9 @@ def forward(
     sinks = ([settings.alertmanager] if settings.alertmanager else []) + list(settings.webhooks)
     for sink in sinks:
         SECRETS.add(*url_secrets(sink.url), *sink.headers.values())
+        authorization = basic_authorization(sink.url)
+        if authorization is not None:
+            SECRETS.add(authorization, authorization.split()[1])
     overrides = {"metrics_port": metrics_port, "metrics_host": metrics_host}
     settings = settings.model_copy(
         update={key: value for key, value in overrides.items() if value is not None}

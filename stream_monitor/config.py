@@ -16,6 +16,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -272,8 +273,6 @@ class MetricsConfig(_Strict):
 # --- forward: alert delivery (`stream-monitor forward`, docs/forwarding.md) -------------------
 def _http_url(value: str) -> str:
     """An http(s) URL with a host. The message never repeats the value: URLs can hold tokens."""
-    from urllib.parse import urlsplit
-
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("must be an http:// or https:// URL with a host")
@@ -366,6 +365,19 @@ class ForwardConfig(_Strict):
         for index, name in enumerate(names):
             if name in names[:index]:
                 raise ConfigError(f"forward.webhooks: two sinks are named {name!r}")
+        sinks: list[tuple[str, AlertmanagerForward | WebhookForward]] = [
+            (f"forward.webhooks[{index}]", hook) for index, hook in enumerate(self.webhooks)
+        ]
+        if self.alertmanager is not None:
+            sinks.insert(0, ("forward.alertmanager", self.alertmanager))
+        for where, sink in sinks:
+            if "@" in (urlsplit(sink.url).netloc) and any(
+                name.lower() == "authorization" for name in sink.headers
+            ):
+                raise ConfigError(
+                    f"{where}.url: has credentials (sent as Basic authentication) and "
+                    f"{where}.headers has an Authorization header: keep one of them"
+                )
         if self.retry_backoff > self.retry_backoff_max:
             raise ConfigError(
                 f"forward.retry_backoff: {self.retry_backoff} ms is longer than "

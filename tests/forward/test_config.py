@@ -47,6 +47,16 @@ from tests.helpers import ROOT, run_cli
             None,
         ),
         ({"retry_backoff": "10s", "retry_backoff_max": "1s"}, "forward.retry_backoff: 10000 ms"),
+        (
+            {
+                "webhooks": [
+                    {"url": "http://a"},
+                    {"url": "https://u:token@b", "headers": {"authorization": "Bearer x"}},
+                ]
+            },
+            "forward.webhooks[1].url: has credentials (sent as Basic authentication) and "
+            "forward.webhooks[1].headers has an Authorization header",
+        ),
     ],
 )
 def test_errors_name_the_key_and_never_the_url(
