@@ -5,7 +5,8 @@ Mapping (docs/forwarding.md): labels `alertname=ModelDrift`, `model`, `signal_ki
 without `alert_id` two detections on the same key and signal would merge into one; with it,
 each detection is one Alertmanager alert, and a re-delivered alert (at least once) lands on the
 same one: Alertmanager itself de-duplicates on the id. Annotations carry the change
-(before → after), the effect when the alert has one, the likely causes and a one-line summary.
+(before → after), the effect (`data.effect`, else the standardised shift its stats imply), the
+likely causes and a one-line summary.
 `startsAt` is the alert's event time (else when it was published).
 
 Alertmanager resolves an alert that was not posted again within its `resolve_timeout`, so
@@ -20,10 +21,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeGuard
 
 import orjson
 
@@ -40,22 +42,58 @@ API_PATH = "/api/v2/alerts"
 POST_BATCH = 500
 
 
+def _is_number(value: object) -> TypeGuard[int | float]:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _number(value: object) -> str:
-    return (
-        f"{value:.4g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "?"
-    )
+    return f"{value:.4g}" if _is_number(value) else "?"
 
 
 def render_effect(effect: object) -> str:
-    """`data.effect`, whatever its shape: a number, text, or a mapping of named figures."""
+    """`data.effect`, whatever its shape: a number is a standardised shift (in standard
+    deviations); a mapping is read for a shift, a before → after change and a ratio, and
+    otherwise shown as its named figures; text as it is."""
     if isinstance(effect, dict):
-        return ", ".join(
-            f"{name}={_number(value) if not isinstance(value, str) else value}"
-            for name, value in effect.items()
-        )
+        return _render_effect_mapping(effect)
     if isinstance(effect, str):
         return effect
-    return _number(effect)
+    return f"{effect:+.2f} sd" if _is_number(effect) else "?"
+
+
+def _render_effect_mapping(effect: dict[str, Any]) -> str:
+    before, after, shift = effect.get("before"), effect.get("after"), effect.get("shift")
+    change = (
+        f"{_number(before)} → {_number(after)}" if _is_number(before) and _is_number(after) else ""
+    )
+    if change and _is_number(shift):
+        return f"{change} ({shift:+.2f} sd)"
+    if _is_number(shift):
+        return f"{shift:+.2f} sd"
+    ratio = effect.get("ratio")
+    if change and effect.get("statistic") == "spread" and _is_number(ratio):
+        return f"sd {change} (x{ratio:.3g})"
+    if change and _is_number(effect.get("absolute")):
+        return f"{change} ({effect['absolute']:+.3g})"
+    return ", ".join(
+        f"{name}={value if isinstance(value, str) else _number(value)}"
+        for name, value in effect.items()
+    )
+
+
+def effect_text(data: dict[str, Any]) -> str | None:
+    """How large the change is: `data.effect` when the alert has one, else the standardised
+    shift |mean_after - mean_before| / std derived from `data.stats`; None when neither is known."""
+    if data.get("effect") is not None:
+        return render_effect(data["effect"])
+    stats = data.get("stats")
+    if not isinstance(stats, dict):
+        return None
+    before, after, std = stats.get("mean_before"), stats.get("mean_after"), stats.get("std")
+    if not (_is_number(before) and _is_number(after) and _is_number(std)) or std <= 0:
+        return None
+    shift = abs(after - before) / std
+    return f"{shift:.2f} sd (|{_number(after)} − {_number(before)}| / std {_number(std)})"
 
 
 def render_causes(causes: object) -> str | None:
@@ -100,8 +138,9 @@ def annotations_of(event: dict[str, Any]) -> dict[str, str]:
     }
     with contextlib.suppress(KeyError, TypeError, ValueError):  # a partial event: no line
         result["description"] = describe(event)
-    if data.get("effect") is not None:
-        result["effect"] = render_effect(data["effect"])
+    effect = effect_text(data)
+    if effect is not None:
+        result["effect"] = effect
     causes = render_causes(data.get("likely_causes"))
     if causes:
         result["likely_causes"] = causes

@@ -54,11 +54,34 @@ def test_alertmanager_labels_and_annotations() -> None:
     assert notes["likely_causes"] == "income (+1.02σ, 50.1 → 60.3)"
     assert notes["detector"] == "adwin (rule adwin), 1003 observations"
     assert notes["description"].startswith("[CRITICAL] credit|n=3 performance/error")
-    assert "effect" not in notes
-    event["data"]["effect"] = {"cohens_d": 0.6667, "direction": "up"}
-    assert annotations_of(event)["effect"] == "cohens_d=0.6667, direction=up"
-    event["data"]["effect"] = 0.5
-    assert annotations_of(event)["effect"] == "0.5"
+    # No data.effect: the standardised shift the stats imply, |0.3 - 0.1| / 0.3.
+    assert notes["effect"] == "0.67 sd (|0.3 − 0.1| / std 0.3)"
+    del event["data"]["stats"]["std"]
+    assert "effect" not in annotations_of(event)
+
+
+@pytest.mark.parametrize(
+    ("effect", "shown"),
+    [
+        (0.5, "+0.50 sd"),  # a number: a standardised shift
+        (-1.25, "-1.25 sd"),
+        (
+            {"statistic": "mean", "before": 100.0, "after": 130.0, "shift": 1.5, "size": 1.5},
+            "100 → 130 (+1.50 sd)",
+        ),
+        ({"shift": 0.8}, "+0.80 sd"),
+        ({"statistic": "spread", "before": 20, "after": 40, "ratio": 2.0}, "sd 20 → 40 (x2)"),
+        ({"statistic": "rate", "before": 0.1, "after": 0.3, "absolute": 0.2}, "0.1 → 0.3 (+0.2)"),
+        ({"cohens_d": 0.6667, "direction": "up"}, "cohens_d=0.6667, direction=up"),
+        ("large", "large"),
+    ],
+)
+def test_the_effect_annotation_renders_data_effect_whatever_its_shape(
+    effect: object, shown: str
+) -> None:
+    event = drift_alert(3)
+    event["data"]["effect"] = effect
+    assert annotations_of(event)["effect"] == shown
 
 
 class Quiet:
@@ -241,7 +264,7 @@ def test_slack_text(server: Any) -> None:
     assert detected == {
         "text": ":rotating_light: *Model drift* [CRITICAL] credit|n=6 performance/error 0.1 -&gt; 0.3 "
         "(recent 0.31) (adwin after 1006 obs, 2026-01-01T00:00:06.000Z) likely causes: income "
-        f"(+1.02σ) (alert `{event['id']}`)"
+        f"(+1.02σ) effect: 0.67 sd (|0.3 − 0.1| / std 0.3) (alert `{event['id']}`)"
     }
     assert resolved == {
         "text": f":white_check_mark: *Resolved* credit|n=6 performance/error (alert `{event['id']}`)"
