@@ -14,7 +14,8 @@ active alerts are re-posted every `repeat_post` (default half that timeout) unti
 `drift_resolved` event closes one (posted with `endsAt`) or `active_for` passes since it was
 published. The active set is bounded (`max_active`, oldest dropped first) and lives in memory:
 after a restart the forwarder rebuilds it by reading the alerts published in the last
-`active_for` up to its committed offsets (`remember`), and re-posts them at once.
+`active_for` up to its committed offsets (`remember`), and posts each of them once when the
+rebuild is done.
 """
 
 from __future__ import annotations
@@ -187,7 +188,8 @@ class AlertmanagerSink(BaseSink):
         self._clock = clock
         self._wall_ms = wall_ms
         self._active: OrderedDict[str, _Active] = OrderedDict()
-        self._due: float | None = None
+        self._due: float | None = None  # of the next re-post of every active alert
+        self._rebuilt: dict[str, None] = {}  # ids `remember` added, not posted by this process
 
     @property
     def active(self) -> int:
@@ -210,22 +212,28 @@ class AlertmanagerSink(BaseSink):
     def remember(self, record: AlertRecord) -> None:
         if record.type == DETECTED and record.event is not None and not self._expired(record):
             self._keep(record, self._alert(record))
+            self._rebuilt[record.id] = None  # posted as soon as the rebuild is done
         elif record.type == RESOLVED:
             self._active.pop(str(record.data.get("resolves")), None)
-        self._due = self._clock()  # re-post what was rebuilt as soon as the rebuild is done
 
     def next_due(self) -> float | None:
+        if self._rebuilt:
+            return self._clock()
         return self._due if self._active else None
 
     def run_due(self, now: float) -> None:
-        """Re-post every active alert (in batches), so Alertmanager keeps it firing."""
+        """Re-post every active alert (in batches), so Alertmanager keeps it firing; or, before
+        that is due, post what a rebuild added (each once, however many rebuilds run)."""
+        # Not retried at once when the post fails: the regular re-post covers them, in time.
+        rebuilt, self._rebuilt = self._rebuilt, {}
+        if self._due is not None and now < self._due:
+            self._post_all([self._active[i].alert for i in rebuilt if i in self._active])
+            return
         self._due = now + self._repeat
         wall = self._wall_ms()
         for alert_id in [i for i, a in self._active.items() if self._too_old(a.published_ms, wall)]:
             del self._active[alert_id]
-        alerts = [entry.alert for entry in self._active.values()]
-        for start in range(0, len(alerts), POST_BATCH):
-            self._post(alerts[start : start + POST_BATCH])
+        self._post_all([entry.alert for entry in self._active.values()])
 
     def forget(self, partitions: set[int]) -> None:
         """Stop re-posting the alerts of revoked partitions: their new owner rebuilds them, and
@@ -280,6 +288,10 @@ class AlertmanagerSink(BaseSink):
 
     def _too_old(self, published_ms: int, wall_ms: int) -> bool:
         return published_ms + self._active_for_ms < wall_ms
+
+    def _post_all(self, alerts: list[dict[str, Any]]) -> None:
+        for start in range(0, len(alerts), POST_BATCH):
+            self._post(alerts[start : start + POST_BATCH])
 
     def _post(self, alerts: list[dict[str, Any]]) -> None:
         self._endpoint.post(orjson.dumps(alerts), self._headers, path=self._path())

@@ -207,9 +207,16 @@ def test_a_rebuild_reposts_what_it_rebuilt_once_when_drained() -> None:
     worker.start()
     wait_for(lambda: endpoint.alerts >= 1000, 10, "the rebuilt alerts re-posted")
     time.sleep(0.2)
-    worker.stop()
     assert (len(endpoint.posts), endpoint.alerts) == (2, 1000)  # two batches of 500
     assert sink.active == 1000
+    # A second partition's rebuild, after a delivery: only what it adds is posted, once.
+    worker.offer(record(drift_alert(5000), 5000, wall))
+    for offset in range(1000, 1010):
+        worker.offer(record(drift_alert(offset), offset, wall, partition=1), deliver=False)
+    wait_for(lambda: endpoint.alerts >= 1011, 10, "the second rebuild posted")
+    time.sleep(0.2)
+    worker.stop()
+    assert [len(alerts) for _, alerts in endpoint.posts] == [500, 500, 1, 10]
 
 
 @pytest.fixture
