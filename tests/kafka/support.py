@@ -364,17 +364,17 @@ class ServiceProcess:
         self.log = folder / f"run-{name}-{uuid.uuid4().hex[:6]}.log"
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> ServiceProcess:
+    def command(self) -> list[str]:
         """`engine` "faust -A" runs Faust's own worker command on `stream_monitor.faust_app`."""
-        handle = self.log.open("wb")
         if self.engine == "faust -A":  # the config file comes from STREAM_MONITOR_CONFIG
-            command = [sys.executable, "-m", "faust", "-A", "stream_monitor.faust_app", "worker"]
-        else:
-            command = [sys.executable, "-m", "stream_monitor.cli", *self.options, "run"]
-            command += ["--engine", self.engine]
-            command += ["--config", str(self.path)]
+            return [sys.executable, "-m", "faust", "-A", "stream_monitor.faust_app", "worker"]
+        command = [sys.executable, "-m", "stream_monitor.cli", *self.options, "run"]
+        return [*command, "--engine", self.engine, "--config", str(self.path)]
+
+    def start(self) -> ServiceProcess:
+        handle = self.log.open("wb")
         self.process = subprocess.Popen(
-            command,
+            self.command(),
             stdout=handle,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
