@@ -3,26 +3,21 @@ one, and the forwarder's metrics pass `promtool check metrics` (skipped without 
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
 from prometheus_client import generate_latest
 
 from stream_monitor.forward.metrics import ForwardMetrics
 from stream_monitor.forward.records import AlertRecord
-from tests.helpers import ROOT
+from tests.helpers import ROOT, required_tool
 
 PROMETHEUS = ROOT / "deploy" / "prometheus"
 
 
 def promtool() -> str:
-    found = shutil.which("promtool")
-    if found is None:
-        pytest.skip("promtool is not installed (make test-tools installs Debian's prometheus)")
-    return found
+    return required_tool("promtool", hint="make test-tools installs Debian's prometheus")
 
 
 def test_alerting_rules_pass_their_unit_tests() -> None:

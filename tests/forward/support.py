@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import subprocess
 import sys
@@ -18,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
 from confluent_kafka import Producer
 
 from stream_monitor.core.alerts import build_alert
+from tests.helpers import required_tool
 from tests.kafka.support import ServiceProcess, config_data, unique, wait_for
 
 ALERTMANAGER_BINARIES = ("prometheus-alertmanager", "alertmanager")
@@ -34,12 +33,8 @@ def free_port() -> int:
 
 
 def alertmanager_binary() -> str:
-    for name in ALERTMANAGER_BINARIES:
-        found = shutil.which(name)
-        if found:
-            return found
-    pytest.skip(
-        "Alertmanager is not installed (make test-tools installs Debian's prometheus-alertmanager)"
+    return required_tool(
+        *ALERTMANAGER_BINARIES, hint="make test-tools installs Debian's prometheus-alertmanager"
     )
 
 
