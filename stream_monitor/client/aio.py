@@ -19,7 +19,8 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message
 
-from stream_monitor.client.producer import DeliveryError, MonitorProducer, QueueFull
+from stream_monitor.client.errors import DeliveryError, QueueFull
+from stream_monitor.client.producer import MonitorProducer
 
 
 class AsyncMonitorProducer:
@@ -83,13 +84,13 @@ class AsyncMonitorProducer:
         done: asyncio.Future[None] = loop.create_future()
 
         def delivered(error: KafkaError | None, message: Message) -> None:  # librdkafka's thread
-            failure = None if error is None else self.sync.record_failure(error, message)
+            failure = None if error is None else self.sync._record_failure(error, message)
             loop.call_soon_threadsafe(_settle, done, failure)
 
         deadline = time.monotonic() + self._max_block
         while True:
             try:
-                self.sync.send(topic, model, value, max_block=0.0, on_delivery=delivered)
+                self.sync._send(topic, model, value, max_block=0.0, on_delivery=delivered)
                 break
             except QueueFull:
                 if time.monotonic() >= deadline:

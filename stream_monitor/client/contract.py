@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from stream_monitor.client.errors import InvalidEvent
 from stream_monitor.core.events import (
     DEFAULT_MAX_EVENT_BYTES,
     EventError,
@@ -27,20 +28,8 @@ from stream_monitor.core.events import (
     decode_prediction,
     parse_json,
 )
-from stream_monitor.errors import StreamMonitorError
 
 Decoder = Callable[..., object]
-
-
-class InvalidEvent(StreamMonitorError, ValueError):
-    """The monitor would reject this event: `reason` is its dead-letter reason code, `field` the
-    offending field (None when the event as a whole is at fault)."""
-
-    def __init__(self, message: str, *, reason: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.reason = reason
-        self.field = field
 
 
 def now_ms() -> int:
@@ -131,7 +120,7 @@ def checked_bytes(
         encoded = _encode(event)
         parse_json(encoded, max_bytes)
     except EventError as exc:
-        raise InvalidEvent(exc.message, reason=exc.reason, field=exc.field) from None
+        raise InvalidEvent(exc.message, reason=exc.reason, field=exc.field) from exc
     return encoded
 
 
@@ -150,7 +139,7 @@ def _encode(event: dict[str, Any]) -> bytes:
         if "64-bit" not in str(exc):
             raise InvalidEvent(
                 f"event cannot be encoded as JSON: {exc}", reason="wrong_type"
-            ) from None
+            ) from exc
     # orjson stops at 64-bit integers; JSON itself does not (the monitor reads them as floats).
     # Like orjson, write a non-finite feature as null (the contract has accepted the event, so
     # only features can hold one; the monitor counts either as missing).
@@ -160,7 +149,7 @@ def _encode(event: dict[str, Any]) -> bytes:
     try:
         return json.dumps(event, separators=(",", ":"), allow_nan=False).encode()
     except (TypeError, ValueError) as exc:
-        raise InvalidEvent(f"event cannot be encoded as JSON: {exc}", reason="wrong_type") from None
+        raise InvalidEvent(f"event cannot be encoded as JSON: {exc}", reason="wrong_type") from exc
 
 
 def _finite_or_none(value: object) -> object:

@@ -15,14 +15,10 @@ from collections.abc import Callable
 
 from confluent_kafka import KafkaException, Producer
 
-from stream_monitor.errors import StreamMonitorError
+from stream_monitor.client.errors import UnknownTopic
 from stream_monitor.partitioning import murmur2, partition_for
 
 __all__ = ["PartitionMap", "UnknownTopic", "murmur2", "partition_for"]
-
-
-class UnknownTopic(StreamMonitorError):
-    """The topic is not in the broker's metadata (create it with `stream-monitor topics create`)."""
 
 
 class PartitionMap:

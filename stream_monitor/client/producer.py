@@ -6,7 +6,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,10 +21,10 @@ from stream_monitor.client.contract import (
     now_ms,
     prediction_event,
 )
+from stream_monitor.client.errors import ClientError, DeliveryError, QueueFull, UndeliveredEvent
 from stream_monitor.client.ids import uuid7
 from stream_monitor.client.partitioning import PartitionMap
 from stream_monitor.core.events import DEFAULT_MAX_EVENT_BYTES
-from stream_monitor.errors import StreamMonitorError
 
 if TYPE_CHECKING:
     from stream_monitor.config import Config
@@ -37,33 +36,6 @@ _STALE_PARTITIONS = frozenset(
     {KafkaError._UNKNOWN_PARTITION, KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC}
 )
 _KEPT_FAILURES = 100
-
-
-class QueueFull(StreamMonitorError, BufferError):
-    """The local send queue stayed full for `max_block` seconds: the broker is not keeping up."""
-
-
-@dataclass(frozen=True)
-class DeliveryFailure:
-    """One event the broker did not take; `code` is librdkafka's error name (e.g. MSG_TIMED_OUT)."""
-
-    topic: str
-    partition: int
-    model: str
-    prediction_id: str | None
-    code: str
-    reason: str
-
-
-class DeliveryError(StreamMonitorError):
-    """`flush()` found events that were not delivered (failed, or still queued at its timeout)."""
-
-    def __init__(self, failures: list[DeliveryFailure], failed: int, undelivered: int) -> None:
-        first = f"; first: {failures[0].code} ({failures[0].reason})" if failures else ""
-        super().__init__(f"{failed} events failed and {undelivered} are still queued{first}")
-        self.failures = failures  # the first ones (at most 100)
-        self.failed = failed
-        self.undelivered = undelivered
 
 
 class MonitorProducer:
@@ -94,7 +66,7 @@ class MonitorProducer:
         settings: Mapping[str, Any] | None = None,
         queue_size: int = 100_000,
         max_block: float = 5.0,
-        on_delivery_error: Callable[[DeliveryFailure], None] | None = None,
+        on_delivery_error: Callable[[UndeliveredEvent], None] | None = None,
         metadata_timeout: float = 10.0,
         prediction_ids: Callable[[], str] = uuid7,
         clock_ms: Callable[[], int] = now_ms,
@@ -114,9 +86,7 @@ class MonitorProducer:
                 loaded.kafka.bootstrap_servers if loaded is not None else None
             )
             if not servers:
-                raise StreamMonitorError(
-                    "MonitorProducer needs bootstrap_servers, producer or config"
-                )
+                raise ClientError("MonitorProducer needs bootstrap_servers, producer or config")
             reports: dict[str, Any] = {}
             if not report_successes:
                 # A report per delivered event costs a Python call each (a third of the SDK's
@@ -146,7 +116,7 @@ class MonitorProducer:
         self._on_delivery_error = on_delivery_error
         self._new_id = prediction_ids
         self._clock_ms = clock_ms
-        self._failures: list[DeliveryFailure] = []
+        self._failures: list[UndeliveredEvent] = []
         self._failed = 0
         self._lock = threading.Lock()
 
@@ -174,7 +144,7 @@ class MonitorProducer:
             timestamp=timestamp,
             prediction_id=prediction_id,
         )
-        self.send(self.predictions_topic, model, value)
+        self._send(self.predictions_topic, model, value)
         return prediction_id
 
     def log_label(
@@ -198,7 +168,7 @@ class MonitorProducer:
             model_version=model_version,
             segment=segment,
         )
-        self.send(self.labels_topic, model, value)
+        self._send(self.labels_topic, model, value)
 
     # --- building blocks (the asyncio variant shares them) -------------------------------------
     def encode_prediction(
@@ -284,7 +254,7 @@ class MonitorProducer:
         """Events queued locally, not yet acknowledged by the broker."""
         return len(self._producer)
 
-    def send(
+    def _send(
         self,
         topic: str,
         model: str,
@@ -293,7 +263,8 @@ class MonitorProducer:
         max_block: float | None = None,
         on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
     ) -> None:
-        """Queue checked bytes keyed by `model`, on the partition the Java client would pick."""
+        """Queue bytes `encode_*` checked, keyed by `model`, on the partition the Java client
+        would pick. Private: bytes that did not come through the contract must not be sent."""
         key = model.encode()
         callback = on_delivery
         if callback is None and self._per_event_reports:
@@ -306,7 +277,7 @@ class MonitorProducer:
             try:
                 self._producer.produce(topic, value, key, partition=partition, **extra)
                 break
-            except BufferError:
+            except BufferError as exc:
                 now = time.monotonic()
                 if deadline is None:
                     deadline = now + max_block
@@ -314,7 +285,7 @@ class MonitorProducer:
                     raise QueueFull(
                         f"the local queue stayed full for {max_block}s "
                         f"({len(self._producer)} events waiting for the broker)"
-                    ) from None
+                    ) from exc
                 self._producer.poll(0.01)
             except KafkaException as exc:
                 if exc.args[0].code() not in _STALE_PARTITIONS:
@@ -328,14 +299,14 @@ class MonitorProducer:
 
     def _delivered(self, error: KafkaError | None, message: Message) -> None:
         if error is not None:
-            self.record_failure(error, message)
+            self._record_failure(error, message)
 
-    def record_failure(self, error: KafkaError, message: Message) -> DeliveryFailure:
+    def _record_failure(self, error: KafkaError, message: Message) -> UndeliveredEvent:
         """Count a failed delivery, log it and tell `on_delivery_error`; returns what failed."""
         topic = message.topic() or ""
         if error.code() in _STALE_PARTITIONS:
             self._partitions.forget(topic)
-        failure = DeliveryFailure(
+        failure = UndeliveredEvent(
             topic=topic,
             partition=message.partition() if message.partition() is not None else -1,
             model=(message.key() or b"").decode("utf-8", "replace"),
