@@ -42,9 +42,11 @@ class MonitorProducer:
     """Sends prediction and label events, validated locally, keyed and partitioned by model.
 
     Events are checked by the monitor's own contract code: an invalid call raises `InvalidEvent`
-    and sends nothing. Sending never waits for the broker: events join librdkafka's local queue
-    (bounded by `queue_size`), and when it is full `log_*` serves deliveries for up to
-    `max_block` seconds before raising `QueueFull`. Delivery failures reach `on_delivery_error`
+    and sends nothing. Sending does not wait for the broker: events join librdkafka's local
+    queue (bounded by `queue_size`), and when it is full `log_*` serves deliveries for up to
+    `max_block` seconds before raising `QueueFull`. The one exception is the first event to each
+    topic, which reads the topic's partition count (up to `metadata_timeout`); later reads run
+    in the background and a failed one keeps the count known (`PartitionMap`). Delivery failures reach `on_delivery_error`
     (called from `log_*`, `poll()` or `flush()`, on the caller's thread) and make the next
     `flush()` raise `DeliveryError`.
 
@@ -290,8 +292,9 @@ class MonitorProducer:
             except KafkaException as exc:
                 if exc.args[0].code() not in _STALE_PARTITIONS:
                     raise
-                # The topic has fewer partitions than we knew: read the count again, once.
-                self._partitions.forget(topic)
+                # The topic has fewer partitions than we knew (re-created): read the count
+                # again now, once; no event can go out with the count known.
+                self._partitions.reread(topic)
                 partition = self._partitions.partition(topic, key)
                 self._producer.produce(topic, value, key, partition=partition, **extra)
                 break
@@ -305,7 +308,7 @@ class MonitorProducer:
         """Count a failed delivery, log it and tell `on_delivery_error`; returns what failed."""
         topic = message.topic() or ""
         if error.code() in _STALE_PARTITIONS:
-            self._partitions.forget(topic)
+            self._partitions.expire(topic)
         failure = UndeliveredEvent(
             topic=topic,
             partition=message.partition() if message.partition() is not None else -1,
