@@ -15,12 +15,16 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import KafkaError, Message
 
+from stream_monitor.client.contract import LabelFields, PredictionFields
 from stream_monitor.client.errors import DeliveryError, QueueFull
 from stream_monitor.client.producer import MonitorProducer
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 
 class AsyncMonitorProducer:
@@ -46,12 +50,14 @@ class AsyncMonitorProducer:
             await loop.run_in_executor(None, partitions.partition, topic, b"")
         return self
 
-    async def log_prediction(self, **fields: Any) -> str:
+    async def log_prediction(self, **fields: Unpack[PredictionFields]) -> str:
+        """`MonitorProducer.log_prediction`, returning once the broker has the event."""
         prediction_id, value = self.sync.encode_prediction(**fields)
         await self._send(self.sync.predictions_topic, fields["model"], value)
         return prediction_id
 
-    async def log_label(self, **fields: Any) -> None:
+    async def log_label(self, **fields: Unpack[LabelFields]) -> None:
+        """`MonitorProducer.log_label`, returning once the broker has the event."""
         value = self.sync.encode_label(**fields)
         await self._send(self.sync.labels_topic, fields["model"], value)
 

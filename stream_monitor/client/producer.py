@@ -6,7 +6,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +13,8 @@ import orjson
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from stream_monitor.client.contract import (
+    LabelFields,
+    PredictionFields,
     check_label,
     check_prediction,
     event_time,
@@ -27,6 +28,8 @@ from stream_monitor.client.partitioning import PartitionMap
 from stream_monitor.core.events import DEFAULT_MAX_EVENT_BYTES
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
     from stream_monitor.config import Config
 
 log = logging.getLogger(__name__)
@@ -123,104 +126,40 @@ class MonitorProducer:
         self._lock = threading.Lock()
 
     # --- the two calls a model service makes ---------------------------------------------------
-    def log_prediction(
-        self,
-        *,
-        model: str,
-        prediction: bool | int | float | str,
-        score: float | None = None,
-        features: Mapping[str, Any] | None = None,
-        model_version: str | None = None,
-        segment: Mapping[str, str] | None = None,
-        timestamp: datetime | int | None = None,
-        prediction_id: str | None = None,
-    ) -> str:
-        """Send one prediction; returns its `prediction_id` (a new UUIDv7 unless given)."""
-        prediction_id, value = self.encode_prediction(
-            model=model,
-            prediction=prediction,
-            score=score,
-            features=features,
-            model_version=model_version,
-            segment=segment,
-            timestamp=timestamp,
-            prediction_id=prediction_id,
-        )
-        self._send(self.predictions_topic, model, value)
+    def log_prediction(self, **fields: Unpack[PredictionFields]) -> str:
+        """Send one prediction; returns its `prediction_id` (a new UUIDv7 unless given).
+
+        `model` and `prediction` are required; `score`, `features`, `model_version`,
+        `segment`, `timestamp` (epoch ms or an aware datetime; default now) and
+        `prediction_id` are optional (`PredictionFields`)."""
+        prediction_id, value = self.encode_prediction(**fields)
+        self._send(self.predictions_topic, fields["model"], value)
         return prediction_id
 
-    def log_label(
-        self,
-        *,
-        model: str,
-        prediction_id: str,
-        label: bool | int | float | str,
-        timestamp: datetime | int | None = None,
-        prediction: bool | int | float | str | None = None,
-        model_version: str | None = None,
-        segment: Mapping[str, str] | None = None,
-    ) -> None:
-        """Send the ground truth for an earlier prediction (same `model` and `prediction_id`)."""
-        value = self.encode_label(
-            model=model,
-            prediction_id=prediction_id,
-            label=label,
-            timestamp=timestamp,
-            prediction=prediction,
-            model_version=model_version,
-            segment=segment,
-        )
-        self._send(self.labels_topic, model, value)
+    def log_label(self, **fields: Unpack[LabelFields]) -> None:
+        """Send the ground truth for an earlier prediction (same `model` and `prediction_id`).
+
+        `model`, `prediction_id` and `label` are required; `timestamp`, `prediction`,
+        `model_version` and `segment` are optional (`LabelFields`)."""
+        value = self.encode_label(**fields)
+        self._send(self.labels_topic, fields["model"], value)
 
     # --- building blocks (the asyncio variant shares them) -------------------------------------
-    def encode_prediction(
-        self,
-        *,
-        model: str,
-        prediction: bool | int | float | str,
-        score: float | None = None,
-        features: Mapping[str, Any] | None = None,
-        model_version: str | None = None,
-        segment: Mapping[str, str] | None = None,
-        timestamp: datetime | int | None = None,
-        prediction_id: str | None = None,
-    ) -> tuple[str, bytes]:
+    def encode_prediction(self, **fields: Unpack[PredictionFields]) -> tuple[str, bytes]:
         """The prediction id and the checked event bytes; raises `InvalidEvent`."""
+        prediction_id = fields.get("prediction_id")
         if prediction_id is None:
             prediction_id = self._new_id()
         event = prediction_event(
+            fields,
             prediction_id=prediction_id,
-            model=model,
-            prediction=prediction,
-            timestamp=event_time(timestamp, self._clock_ms),
-            score=score,
-            features=features,
-            model_version=model_version,
-            segment=segment,
+            timestamp=event_time(fields.get("timestamp"), self._clock_ms),
         )
         return prediction_id, check_prediction(event, self.max_event_bytes)
 
-    def encode_label(
-        self,
-        *,
-        model: str,
-        prediction_id: str,
-        label: bool | int | float | str,
-        timestamp: datetime | int | None = None,
-        prediction: bool | int | float | str | None = None,
-        model_version: str | None = None,
-        segment: Mapping[str, str] | None = None,
-    ) -> bytes:
+    def encode_label(self, **fields: Unpack[LabelFields]) -> bytes:
         """The checked label event bytes; raises `InvalidEvent`."""
-        event = label_event(
-            prediction_id=prediction_id,
-            model=model,
-            label=label,
-            timestamp=event_time(timestamp, self._clock_ms),
-            prediction=prediction,
-            model_version=model_version,
-            segment=segment,
-        )
+        event = label_event(fields, timestamp=event_time(fields.get("timestamp"), self._clock_ms))
         return check_label(event, self.max_event_bytes)
 
     # --- delivery ----------------------------------------------------------------------------
