@@ -241,10 +241,10 @@ class MonitorProducer:
 
     def _delivered(self, error: KafkaError | None, message: Message) -> None:
         if error is not None:
-            self._record_failure(error, message)
+            self._record_failure(self._undelivered(error, message))
 
-    def _record_failure(self, error: KafkaError, message: Message) -> UndeliveredEvent:
-        """Count a failed delivery, log it and tell `on_delivery_error`; returns what failed."""
+    def _undelivered(self, error: KafkaError, message: Message) -> UndeliveredEvent:
+        """What failed, logged once (and a stale partition count noticed)."""
         topic = message.topic() or ""
         if error.code() in _STALE_PARTITIONS:
             self._partitions.expire(topic)
@@ -256,10 +256,6 @@ class MonitorProducer:
             code=error.name(),
             reason=error.str(),
         )
-        with self._lock:
-            self._failed += 1
-            if len(self._failures) < _KEPT_FAILURES:
-                self._failures.append(failure)
         log.warning(
             "event not delivered topic=%s model=%s prediction_id=%s code=%s: %s",
             failure.topic,
@@ -268,12 +264,25 @@ class MonitorProducer:
             failure.code,
             failure.reason,
         )
-        if self._on_delivery_error is not None:
-            try:
-                self._on_delivery_error(failure)
-            except Exception:  # a failing callback must not break delivery of the others
-                log.exception("on_delivery_error raised")
         return failure
+
+    def _record_failure(self, failure: UndeliveredEvent) -> None:
+        """Count a failure for the next `flush()` and tell `on_delivery_error`."""
+        with self._lock:
+            self._failed += 1
+            if len(self._failures) < _KEPT_FAILURES:
+                self._failures.append(failure)
+        report_failure(self._on_delivery_error, failure)
+
+
+def report_failure(
+    callback: Callable[[UndeliveredEvent], None] | None, failure: UndeliveredEvent
+) -> None:
+    if callback is not None:
+        try:
+            callback(failure)
+        except Exception:  # a failing callback must not break delivery of the others
+            log.exception("on_delivery_error raised")
 
 
 def _prediction_id(value: bytes | None) -> str | None:

@@ -12,6 +12,7 @@ from confluent_kafka import KafkaError, KafkaException
 from stream_monitor.client import UnknownTopic
 from stream_monitor.client.partitioning import PartitionMap
 from stream_monitor.partitioning import murmur2, partition_for
+from tests.client.fakes import Metadata
 from tests.kafka.support import wait_for
 
 # `Utils.murmur2(key.getBytes(UTF_8))` and `Utils.toPositive(...) % 7`, printed by
@@ -45,17 +46,6 @@ def test_murmur2_and_partition_equal_the_java_client(
 
 def test_every_tail_length_is_covered() -> None:
     assert {len(key.encode()) % 4 for key, _, _ in JAVA} == {0, 1, 2, 3}
-
-
-class Topic:
-    def __init__(self, partitions: int) -> None:
-        self.partitions = dict.fromkeys(range(partitions))
-        self.error = None
-
-
-class Metadata:
-    def __init__(self, partitions: int) -> None:
-        self.topics = {"predictions": Topic(partitions)}
 
 
 class Broker:

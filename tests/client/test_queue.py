@@ -9,17 +9,7 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException
 
 from stream_monitor.client import MonitorProducer, QueueFull, partition_for
-
-
-class Topic:
-    def __init__(self, partitions: int) -> None:
-        self.partitions = dict.fromkeys(range(partitions))
-        self.error = None
-
-
-class Metadata:
-    def __init__(self, partitions: int) -> None:
-        self.topics = {"predictions": Topic(partitions), "labels": Topic(partitions)}
+from tests.client.fakes import Metadata
 
 
 class FakeProducer:
