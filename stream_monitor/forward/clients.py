@@ -37,9 +37,11 @@ def consumer_settings(config: Config) -> dict[str, Any]:
 
 
 def producer_settings(config: Config) -> dict[str, Any]:
-    """The dead-letter producer: idempotent, so a retried send never writes a letter twice."""
+    """The dead-letter producer: idempotent, so a retried send never writes a letter twice;
+    `kafka.producer` (raw librdkafka settings) on top, as for the monitor's producer."""
     settings = common(config)
     settings.update({"enable.idempotence": True, "linger.ms": 5})
+    settings.update(config.kafka.producer)
     return settings
 
 

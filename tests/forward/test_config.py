@@ -12,6 +12,7 @@ import yaml
 from stream_monitor.config import build_config, load_config
 from stream_monitor.errors import ConfigError
 from stream_monitor.forward.assembly import build_sinks
+from stream_monitor.forward.clients import consumer_settings, producer_settings
 from tests.helpers import ROOT, run_cli
 
 
@@ -121,3 +122,23 @@ def test_check_config_redacts_webhook_secrets(tmp_path: Path) -> None:
     assert (
         "https://hooks.slack.com/..." in result.stdout and '"Authorization": "***"' in result.stdout
     )
+
+
+def test_the_forwarders_clients_take_the_raw_kafka_settings() -> None:
+    config = build_config(
+        {
+            "kafka": {
+                "client": {"security.protocol": "SASL_SSL"},
+                "consumer": {"fetch.min.bytes": 10},
+                "producer": {"compression.type": "zstd", "message.timeout.ms": 60000},
+            },
+            "forward": {"webhooks": [{"url": "http://a"}]},
+        },
+        environ={},
+    )
+    producer = producer_settings(config)
+    assert producer["compression.type"] == "zstd" and producer["message.timeout.ms"] == 60000
+    assert producer["security.protocol"] == "SASL_SSL" and producer["enable.idempotence"]
+    consumer = consumer_settings(config)
+    assert consumer["fetch.min.bytes"] == 10 and consumer["security.protocol"] == "SASL_SSL"
+    assert "compression.type" not in consumer
