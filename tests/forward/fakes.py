@@ -16,7 +16,7 @@ from stream_monitor.forward.metrics import ForwardMetrics
 from stream_monitor.forward.records import AlertRecord
 from stream_monitor.forward.service import ForwardService
 from stream_monitor.forward.sinks import BaseSink, Sink, SinkError
-from tests.kafka.support import wait_for
+from tests.kafka.support import ServiceThread, wait_for
 
 TOPIC = "alerts"
 
@@ -213,7 +213,7 @@ def config(**forward: Any) -> Config:
     )
 
 
-class Harness:
+class Harness(ServiceThread):
     """A ForwardService on fake clients, run on a thread; `error` is what run() raised."""
 
     def __init__(
@@ -226,37 +226,35 @@ class Harness:
         self.consumer = consumer
         self.producer = producer if producer is not None else FakeProducer()
         self.metrics = ForwardMetrics()
-        self.service = ForwardService(
+        service = ForwardService(
             config(**forward),
             sinks=sinks,
             metrics=self.metrics,
             consumer_factory=lambda settings: self.consumer,  # type: ignore[arg-type,return-value]
             producer_factory=lambda settings: self.producer,  # type: ignore[arg-type,return-value]
         )
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        try:
-            self.service.run()
-        except BaseException as exc:
-            self.error = exc
+        super().__init__(service=service)
 
     def __enter__(self) -> Harness:
         self.thread.start()
         wait_for(lambda: self.service.looping or not self.thread.is_alive(), 5, "the loop")
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def stop(self, timeout: float = 10) -> None:
-        self.service.stop.set()
-        self.thread.join(timeout)
-        assert not self.thread.is_alive(), "the service did not stop"
-
     def ended(self, timeout: float = 10) -> BaseException | None:
         """Until run() returns by itself; what it raised."""
         self.thread.join(timeout)
         assert not self.thread.is_alive(), "the service is still running"
         return self.error
+
+
+def alert_record(offset: int, partition: int = 0) -> AlertRecord:
+    """A record of the alerts topic as a sink worker gets it."""
+    return AlertRecord(
+        topic=TOPIC,
+        partition=partition,
+        offset=offset,
+        key=None,
+        value=b"{}",
+        timestamp_ms=None,
+        event={"id": f"id-{offset}", "type": "t"},
+    )

@@ -111,18 +111,19 @@ class FakeEndpoint:
         return None
 
 
+def alertmanager_sink(endpoint: FakeEndpoint, **options: Any) -> AlertmanagerSink:
+    """Re-posting every 60 s, alerts active for an hour, unless `options` say otherwise."""
+    return AlertmanagerSink(
+        endpoint=endpoint,  # type: ignore[arg-type]
+        **{"repeat_post": 60, "active_for": 3600, **options},
+    )
+
+
 def test_alertmanager_life_cycle_post_repost_resolve_rebuild_and_bounds() -> None:
     now = [100.0]
     wall = [1_767_225_700_000]
     endpoint = FakeEndpoint()
-    sink = AlertmanagerSink(
-        endpoint=endpoint,  # type: ignore[arg-type]
-        repeat_post=60,
-        active_for=3600,
-        max_active=2,
-        clock=lambda: now[0],
-        wall_ms=lambda: wall[0],
-    )
+    sink = alertmanager_sink(endpoint, max_active=2, clock=lambda: now[0], wall_ms=lambda: wall[0])
     first, second, third = drift_alert(1), drift_alert(2), drift_alert(3)
     sink.deliver(record(first, 0, wall[0]))
     path, [posted] = endpoint.posts[-1]
@@ -150,12 +151,8 @@ def test_alertmanager_life_cycle_post_repost_resolve_rebuild_and_bounds() -> Non
     sink.run_due(220.0)
     assert sink.active == 0 and sink.next_due() is None
 
-    rebuilt = AlertmanagerSink(
-        endpoint=FakeEndpoint(),  # type: ignore[arg-type]
-        repeat_post=60,
-        active_for=3600,
-        clock=lambda: 500.0,
-        wall_ms=lambda: 1_767_225_700_000,
+    rebuilt = alertmanager_sink(
+        FakeEndpoint(), clock=lambda: 500.0, wall_ms=lambda: 1_767_225_700_000
     )
     for offset, event in enumerate([first, second, resolved_alert(first, 1_767_225_650_000)]):
         rebuilt.remember(record(event, offset, 1_767_225_690_000))
@@ -167,13 +164,7 @@ def test_alertmanager_stops_reposting_the_alerts_of_revoked_partitions() -> None
     # active_for, re-opening an alert the partition's new owner had resolved.
     wall = 1_767_225_700_000
     endpoint = FakeEndpoint()
-    sink = AlertmanagerSink(
-        endpoint=endpoint,  # type: ignore[arg-type]
-        repeat_post=60,
-        active_for=3600,
-        clock=lambda: 100.0,
-        wall_ms=lambda: wall,
-    )
+    sink = alertmanager_sink(endpoint, clock=lambda: 100.0, wall_ms=lambda: wall)
     mine, theirs = drift_alert(1), drift_alert(2)
     sink.deliver(record(mine, 0, wall, partition=0))
     sink.deliver(record(theirs, 0, wall, partition=1))
@@ -197,7 +188,7 @@ def test_a_rebuild_reposts_what_it_rebuilt_once_when_drained() -> None:
     # /tmp/review/rebuild_posts.py: every remembered alert made the worker re-post the whole
     # active set, 1,500 POSTs carrying 500,500 alerts for 1,000 alerts rebuilt.
     endpoint = Counting()
-    sink = AlertmanagerSink(endpoint=endpoint, repeat_post=150, active_for=86400)  # type: ignore[arg-type]
+    sink = alertmanager_sink(endpoint, repeat_post=150, active_for=86400)
     worker = SinkWorker(sink, dead_letter=lambda *a: None, outcomes=Quiet(), give_up_after=60)
     wall = int(time.time() * 1000)
     for offset in range(1000):

@@ -22,21 +22,9 @@ from tests.forward.fakes import (
     Refusing,
     Taking,
     alert_message,
+    alert_record,
 )
 from tests.kafka.support import wait_for
-
-
-def record(offset: int) -> AlertRecord:
-    return AlertRecord(
-        topic="alerts",
-        partition=0,
-        offset=offset,
-        key=None,
-        value=b"{}",
-        timestamp_ms=None,
-        event={"id": f"id-{offset}", "type": "t"},
-    )
-
 
 REFUSED = SinkError("http_400", "bad request", retryable=False)
 
@@ -57,7 +45,7 @@ def test_a_dead_letter_that_was_not_written_is_never_committed_past() -> None:
 def test_every_commit_after_a_lost_dead_letter_is_refused() -> None:
     producer = FakeProducer(fail_with=KafkaError._MSG_TIMED_OUT)
     letters = DeadLetters(producer, "dlq")  # type: ignore[arg-type]
-    letters.write(record(0), "hook", REFUSED)
+    letters.write(alert_record(0), "hook", REFUSED)
     with pytest.raises(ForwardError):
         letters.settle()
     producer.fail_with = None  # the broker is back: the lost letter is still lost
@@ -65,7 +53,7 @@ def test_every_commit_after_a_lost_dead_letter_is_refused() -> None:
         with pytest.raises(ForwardError, match="Message timed out"):
             letters.settle()
     with pytest.raises(ForwardError):
-        letters.write(record(1), "hook", REFUSED)
+        letters.write(alert_record(1), "hook", REFUSED)
 
 
 def test_a_letter_queued_while_a_commit_settles_is_flushed_by_the_next_one() -> None:
@@ -78,7 +66,7 @@ def test_a_letter_queued_while_a_commit_settles_is_flushed_by_the_next_one() -> 
 
     producer = Racing()
     letters = DeadLetters(producer, "dlq")  # type: ignore[arg-type]
-    letters.write(record(0), "hook", REFUSED)
+    letters.write(alert_record(0), "hook", REFUSED)
     letters.settle()
     assert producer.delivered == [b"{}"]
 
@@ -90,7 +78,7 @@ def test_a_full_local_queue_is_waited_out_then_stops_for_good() -> None:
 
     letters = DeadLetters(Full(), "dlq", queue_wait=0.2)  # type: ignore[arg-type]
     with pytest.raises(ForwardError, match=r"queue stayed full for 0\.2s"):
-        letters.write(record(0), "hook", REFUSED)
+        letters.write(alert_record(0), "hook", REFUSED)
     with pytest.raises(ForwardError):
         letters.settle()
 
@@ -100,7 +88,7 @@ def test_a_full_local_queue_is_waited_out_then_stops_for_good() -> None:
 
     letters = DeadLetters(Broken(), "dlq")  # type: ignore[arg-type]
     with pytest.raises(ForwardError, match="Unknown topic"):
-        letters.write(record(0), "hook", REFUSED)
+        letters.write(alert_record(0), "hook", REFUSED)
 
 
 def test_a_revoke_inside_consume_commits_only_what_the_sinks_were_handed() -> None:
@@ -166,22 +154,26 @@ def test_every_sinks_delivery_series_exists_at_zero_from_the_start() -> None:
             assert value == 0.0, (sink, outcome)
 
 
-def test_a_new_group_sends_no_alert_older_than_first_start_max_age() -> None:
+@pytest.mark.parametrize(
+    ("committed", "sent"),
+    [
+        ({}, [(0, 1)]),  # no committed offset: the group's first read of partition 0
+        ({0: 0}, [(0, 0), (0, 1)]),  # it has committed: everything after it, however old
+    ],
+)
+def test_a_new_group_sends_no_alert_older_than_first_start_max_age(
+    committed: dict[int, int], sent: list[tuple[int, int]]
+) -> None:
     now = int(time.time() * 1000)
-    old, new = now - 2 * 3_600_000, now - 60_000
-    fresh = FakeConsumer([0])  # no committed offset: the group's first read of partition 0
-    fresh.add(alert_message(0, 0, timestamp_ms=old), alert_message(0, 1, timestamp_ms=new))
+    consumer = FakeConsumer([0], committed=committed)
+    consumer.add(
+        alert_message(0, 0, timestamp_ms=now - 2 * 3_600_000),
+        alert_message(0, 1, timestamp_ms=now - 60_000),
+    )
     sink = Taking()
-    with Harness([sink], fresh, first_start_max_age="1h"):
-        wait_for(lambda: fresh.highest_commit(0) == 2, 5, "both committed")
-    assert sink.taken == [(0, 1)]
-    # A group that has committed before sends everything after its commit, however old.
-    known = FakeConsumer([0], committed={0: 0})
-    known.add(alert_message(0, 0, timestamp_ms=old), alert_message(0, 1, timestamp_ms=new))
-    sink = Taking()
-    with Harness([sink], known, first_start_max_age="1h"):
-        wait_for(lambda: known.highest_commit(0) == 2, 5, "both committed")
-    assert sink.taken == [(0, 0), (0, 1)]
+    with Harness([sink], consumer, first_start_max_age="1h"):
+        wait_for(lambda: consumer.highest_commit(0) == 2, 5, "both committed")
+    assert sink.taken == sent
 
 
 def test_reading_pauses_at_max_pending_and_resumes_when_half_drained() -> None:

@@ -8,19 +8,12 @@ import time
 
 from stream_monitor.forward.records import AlertRecord
 from stream_monitor.forward.sinks import BaseSink, SinkError, SinkWorker
+from tests.forward.fakes import alert_record
 from tests.kafka.support import wait_for
 
 
 def alert(offset: int) -> AlertRecord:
-    return AlertRecord(
-        topic="alerts",
-        partition=offset % 2,
-        offset=offset,
-        key=None,
-        value=b"{}",
-        timestamp_ms=None,
-        event={"id": f"id-{offset}", "type": "t"},
-    )
+    return alert_record(offset, partition=offset % 2)
 
 
 class Recording(BaseSink):

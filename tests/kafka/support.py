@@ -317,11 +317,14 @@ def observation_counts(monitors: dict[int, Monitor]) -> dict[tuple[str, str], in
 
 
 class ServiceThread:
-    """Runs a MonitorService in a thread of the test process."""
+    """Runs a MonitorService (or the `service` given) in a thread of the test process."""
 
-    def __init__(self, config: Config) -> None:
-        self.stop = threading.Event()
-        self.service = MonitorService(config, codec=StateCodec(KEY.encode()), stop=self.stop)
+    def __init__(self, config: Config | None = None, *, service: Any = None) -> None:
+        if service is None:
+            assert config is not None
+            service = MonitorService(config, codec=StateCodec(KEY.encode()))
+        self.service = service
+        self.stop: threading.Event = service.stop
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
 
