@@ -1,9 +1,10 @@
 """Both ends of the pipe, measured on one broker in one run.
 
-1. SDK publish throughput: `MonitorProducer.log_prediction` (validation twice, UUIDv7 id,
-   murmur2 partition) against a bare confluent-kafka producer that only builds the same dict and
-   `orjson.dumps` it (what hand-written glue does), same settings, same topic layout. Client
-   side: from the first call to the end of `flush()`. Reported as events/s and their ratio.
+1. SDK publish throughput: `MonitorProducer.log_prediction` (validated once, by the monitor's
+   own decoder; UUIDv7 id; murmur2 partition) against a bare confluent-kafka producer that only
+   builds the same dict and `orjson.dumps` it (what hand-written glue does), same settings, same
+   topic layout. Client side: from the first call to the end of `flush()`. Reported as events/s
+   and their ratio.
 2. Forwarder delivery latency: alerts committed one per transaction at a steady rate (as the
    monitor's `commit_on_alert` does); latency is from `commit_transaction()` returning to the
    alert's arrival at a local webhook server, and to Alertmanager answering 200 to its POST

@@ -9,7 +9,7 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any, Protocol
 
 import click
 import orjson
@@ -446,7 +446,6 @@ def run(
     from confluent_kafka.admin import AdminClient
 
     from stream_monitor.core.state import StateCodec
-    from stream_monitor.health import HealthServer
     from stream_monitor.kafka import FencedError
     from stream_monitor.kafka.service import MonitorService
     from stream_monitor.kafka.settings import admin_settings
@@ -470,17 +469,7 @@ def run(
     stop = stop_on_signals(announce=True)
     try:
         service = MonitorService(config, codec=StateCodec(resolve_signing_key(config)), stop=stop)
-        with contextlib.ExitStack() as serving:
-            if config.metrics.enabled:
-                serving.enter_context(
-                    HealthServer(
-                        service.metrics.registry,
-                        liveness=service.liveness,
-                        readiness=service.readiness,
-                        host=config.metrics.host,
-                        port=config.metrics.port,
-                    )
-                )
+        with _probes(config, service, host=config.metrics.host, port=config.metrics.port):
             admin = AdminClient(admin_settings(config))
             wait_for_broker(admin, config, stop)
             ensure_topics(admin, config)
@@ -520,8 +509,9 @@ def forward(
     """Deliver alerts to Alertmanager and webhooks (at least once) until SIGTERM/SIGINT."""
     from confluent_kafka.admin import AdminClient
 
-    from stream_monitor.forward.service import ForwardService, ensure_dead_letter_topic
-    from stream_monitor.health import HealthServer
+    from stream_monitor.forward.clients import ensure_dead_letter_topic
+    from stream_monitor.forward.http import basic_authorization
+    from stream_monitor.forward.service import ForwardService
     from stream_monitor.kafka.settings import admin_settings
     from stream_monitor.kafka.topics import wait_for_broker
     from stream_monitor.secrets import url_secrets
@@ -532,6 +522,9 @@ def forward(
     sinks = ([settings.alertmanager] if settings.alertmanager else []) + list(settings.webhooks)
     for sink in sinks:
         SECRETS.add(*url_secrets(sink.url), *sink.headers.values())
+        authorization = basic_authorization(sink.url)
+        if authorization is not None:
+            SECRETS.add(authorization, authorization.split()[1])
     overrides = {"metrics_port": metrics_port, "metrics_host": metrics_host}
     settings = settings.model_copy(
         update={key: value for key, value in overrides.items() if value is not None}
@@ -540,17 +533,7 @@ def forward(
     stop = stop_on_signals(announce=True)
     try:
         service = ForwardService(config, stop=stop)
-        with contextlib.ExitStack() as serving:
-            if config.metrics.enabled:
-                serving.enter_context(
-                    HealthServer(
-                        service.metrics.registry,
-                        liveness=service.liveness,
-                        readiness=service.readiness,
-                        host=settings.metrics_host,
-                        port=settings.metrics_port,
-                    )
-                )
+        with _probes(config, service, host=settings.metrics_host, port=settings.metrics_port):
             admin = AdminClient(admin_settings(config))
             wait_for_broker(admin, config, stop)
             ensure_dead_letter_topic(admin, config)
@@ -558,7 +541,41 @@ def forward(
     except StreamMonitorError as exc:
         log.error("stopping: %s", exc)
         sys.exit(1)
+    except Exception:
+        # A bug: what every sink took is committed (dead letters first); the rest is read
+        # again by the next start. Say where, and exit non-zero.
+        log.exception("stopping: unexpected error; alerts after the last commit are re-read")
+        sys.exit(1)
     log.info("stopped cleanly")
+
+
+class _Probed(Protocol):
+    """A long-running service: its metrics and the answers of its two probes."""
+
+    @property
+    def metrics(self) -> Any: ...
+
+    def liveness(self) -> tuple[bool, dict[str, Any]]: ...
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]: ...
+
+
+def _probes(
+    config: Config, service: _Probed, *, host: str, port: int
+) -> contextlib.AbstractContextManager[object]:
+    """`/metrics`, `/healthz` and `/readyz` of `run` and `forward` while the service runs; none
+    when `metrics.enabled` is false."""
+    from stream_monitor.health import HealthServer
+
+    if not config.metrics.enabled:
+        return contextlib.nullcontext()
+    return HealthServer(
+        service.metrics.registry,
+        liveness=service.liveness,
+        readiness=service.readiness,
+        host=host,
+        port=port,
+    )
 
 
 def _run_faust(config: Config) -> None:

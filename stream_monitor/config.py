@@ -16,6 +16,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -270,8 +271,6 @@ class MetricsConfig(_Strict):
 # --- forward: alert delivery (`stream-monitor forward`, docs/forwarding.md) -------------------
 def _http_url(value: str) -> str:
     """An http(s) URL with a host. The message never repeats the value: URLs can hold tokens."""
-    from urllib.parse import urlsplit
-
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("must be an http:// or https:// URL with a host")
@@ -281,18 +280,44 @@ def _http_url(value: str) -> str:
 HttpUrl = Annotated[str, BeforeValidator(lambda value: _http_url(str(value)))]
 
 
+def _required_duration_ms(value: object) -> int:
+    parsed = parse_duration_ms(value)
+    if parsed is None:
+        raise ValueError("must be a duration such as '30s' or '10m' (none/off is not allowed here)")
+    return parsed
+
+
+# A duration that must be set: `none` would leave a timer the forwarder cannot run without.
+RequiredDurationMs = Annotated[int, BeforeValidator(_required_duration_ms)]
+
+
 class AlertmanagerForward(_Strict):
     """Alertmanager API v2: post each drift alert, re-post it while active, close it when resolved."""
 
     url: HttpUrl  # base URL, e.g. http://alertmanager:9093 (the forwarder adds /api/v2/alerts)
     headers: dict[str, str] = Field(default_factory=dict)  # e.g. Authorization (redacted in logs)
-    timeout: DurationMs = Field(default=5_000)
+    timeout: RequiredDurationMs = Field(default=5_000, gt=0)
     # Alertmanager's own global.resolve_timeout: an alert not re-posted within it is resolved.
-    resolve_timeout: DurationMs = Field(default=300_000)
-    repeat_post: DurationMs = Field(default=None)  # default: resolve_timeout / 2
+    resolve_timeout: RequiredDurationMs = Field(default=300_000, gt=0)
+    repeat_post: DurationMs = Field(default=None, gt=0)  # none: resolve_timeout / 2
     # An alert no drift_resolved event closes stops being re-posted this long after publication.
-    active_for: DurationMs = Field(default=86_400_000)
+    active_for: RequiredDurationMs = Field(default=86_400_000, gt=0)
     max_active: int = Field(default=10_000, ge=1)
+
+    @property
+    def repeat_every_ms(self) -> int:
+        """How often an active alert is posted again (`repeat_post`, else resolve_timeout / 2)."""
+        return self.repeat_post if self.repeat_post is not None else self.resolve_timeout // 2
+
+    @model_validator(mode="after")
+    def _reposted_in_time(self) -> AlertmanagerForward:
+        if self.repeat_every_ms >= self.resolve_timeout:
+            raise ConfigError(
+                f"forward.alertmanager.repeat_post: {self.repeat_every_ms} ms is not shorter than "
+                f"resolve_timeout ({self.resolve_timeout} ms): Alertmanager would resolve active "
+                "alerts between two posts"
+            )
+        return self
 
 
 class WebhookForward(_Strict):
@@ -303,7 +328,7 @@ class WebhookForward(_Strict):
     headers: dict[str, str] = Field(default_factory=dict)
     format: Literal["cloudevents", "slack"] = "cloudevents"
     mode: Literal["structured", "binary"] = "structured"  # CloudEvents HTTP binding
-    timeout: DurationMs = Field(default=5_000)
+    timeout: RequiredDurationMs = Field(default=5_000, gt=0)
 
 
 class ForwardConfig(_Strict):
@@ -311,12 +336,16 @@ class ForwardConfig(_Strict):
 
     group_id: str = "stream-monitor-forward"
     start_at: Literal["earliest", "latest"] = "earliest"  # a new group's first position
+    # A new group (no committed offset) sends webhooks only the alerts published this long before
+    # it started; older ones only rebuild Alertmanager's active set. none: the whole history.
+    first_start_max_age: DurationMs = Field(default=3_600_000, gt=0)
     dead_letter_topic: str = "alert-dead-letters"
     # An alert a sink has not taken for this long goes to the dead-letter topic, for that sink.
-    give_up_after: DurationMs = Field(default=600_000)
-    retry_backoff: DurationMs = Field(default=500)  # first retry delay, doubled up to the max
-    retry_backoff_max: DurationMs = Field(default=30_000)
-    commit_interval: DurationMs = Field(default=1_000)
+    give_up_after: RequiredDurationMs = Field(default=600_000, gt=0)
+    # First retry delay, doubled up to the max.
+    retry_backoff: RequiredDurationMs = Field(default=500, gt=0)
+    retry_backoff_max: RequiredDurationMs = Field(default=30_000, gt=0)
+    commit_interval: RequiredDurationMs = Field(default=1_000, gt=0)
     max_pending: int = Field(default=10_000, ge=1)  # alerts held per sink before reading pauses
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=9651, ge=0, le=65535)
@@ -334,6 +363,24 @@ class ForwardConfig(_Strict):
         for index, name in enumerate(names):
             if name in names[:index]:
                 raise ConfigError(f"forward.webhooks: two sinks are named {name!r}")
+        sinks: list[tuple[str, AlertmanagerForward | WebhookForward]] = [
+            (f"forward.webhooks[{index}]", hook) for index, hook in enumerate(self.webhooks)
+        ]
+        if self.alertmanager is not None:
+            sinks.insert(0, ("forward.alertmanager", self.alertmanager))
+        for where, sink in sinks:
+            if "@" in (urlsplit(sink.url).netloc) and any(
+                name.lower() == "authorization" for name in sink.headers
+            ):
+                raise ConfigError(
+                    f"{where}.url: has credentials (sent as Basic authentication) and "
+                    f"{where}.headers has an Authorization header: keep one of them"
+                )
+        if self.retry_backoff > self.retry_backoff_max:
+            raise ConfigError(
+                f"forward.retry_backoff: {self.retry_backoff} ms is longer than "
+                f"retry_backoff_max ({self.retry_backoff_max} ms)"
+            )
         return self
 
 

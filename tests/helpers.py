@@ -5,16 +5,36 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from stream_monitor.config import Config, build_config
 from stream_monitor.core.events import Record
 from stream_monitor.core.monitor import Monitor
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Set by `make test` and `make test-faults` once tools/install-test-tools.sh has run: a missing
+# receiver or tool then fails its tests, so CI proves them against the real programs.
+REQUIRE_TOOLS = "STREAM_MONITOR_REQUIRE_TOOLS"
+
+
+def required_tool(*names: str, hint: str) -> str:
+    """The path of the first of `names` on PATH. When none is installed the test skips, saying
+    so and how to get it (`hint`), or fails when STREAM_MONITOR_REQUIRE_TOOLS=1."""
+    for name in names:
+        found = shutil.which(name)
+        if found:
+            return found
+    message = f"{' / '.join(names)} is not installed ({hint})"
+    if os.environ.get(REQUIRE_TOOLS) == "1":
+        pytest.fail(f"{message}; {REQUIRE_TOOLS}=1 requires it", pytrace=False)
+    pytest.skip(message)
 
 
 def golden_stream() -> list[int]:

@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 
-import pytest
 import yaml
 
 from stream_monitor.apache_kafka import kafka_version
 from stream_monitor.config import build_config
-from tests.helpers import ROOT
+from tests.helpers import ROOT, required_tool
 
 
 def test_compose_file_is_valid() -> None:
-    tool = shutil.which("docker-compose")
-    if tool is None:
-        pytest.skip(
-            "docker-compose is not installed (apt-get install docker-compose validates offline)"
-        )
+    tool = required_tool(
+        "docker-compose", hint="make test-tools installs Debian's, which validates offline"
+    )
     result = subprocess.run(
         [tool, "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
         capture_output=True,
@@ -62,9 +58,7 @@ def test_compose_alerting_profile_runs_the_forwarder_and_alertmanager() -> None:
 
 
 def test_the_compose_alertmanager_config_is_valid() -> None:
-    tool = shutil.which("amtool")
-    if tool is None:
-        pytest.skip("amtool is not installed (make test-tools installs prometheus-alertmanager)")
+    tool = required_tool("amtool", hint="make test-tools installs prometheus-alertmanager")
     result = subprocess.run(
         [tool, "check-config", str(ROOT / "deploy" / "alertmanager" / "alertmanager.yml")],
         capture_output=True,

@@ -3,25 +3,21 @@ one, and the forwarder's metrics pass `promtool check metrics` (skipped without 
 
 from __future__ import annotations
 
-import shutil
 import subprocess
+from pathlib import Path
 
-import pytest
 import yaml
 from prometheus_client import generate_latest
 
 from stream_monitor.forward.metrics import ForwardMetrics
 from stream_monitor.forward.records import AlertRecord
-from tests.helpers import ROOT
+from tests.helpers import ROOT, required_tool
 
 PROMETHEUS = ROOT / "deploy" / "prometheus"
 
 
 def promtool() -> str:
-    found = shutil.which("promtool")
-    if found is None:
-        pytest.skip("promtool is not installed (make test-tools installs Debian's prometheus)")
-    return found
+    return required_tool("promtool", hint="make test-tools installs Debian's prometheus")
 
 
 def test_alerting_rules_pass_their_unit_tests() -> None:
@@ -82,3 +78,19 @@ def test_forwarder_metrics_have_no_naming_problems() -> None:
         timeout=60,
     )
     assert result.returncode == 0 and not result.stdout.strip(), result.stdout + result.stderr
+
+
+def test_prometheus_sends_the_rules_alerts_to_the_compose_alertmanager(tmp_path: Path) -> None:
+    scrape = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())
+    [manager] = scrape["alerting"]["alertmanagers"]
+    assert manager["static_configs"][0]["targets"] == ["alertmanager:9093"]
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    assert "9093:9093" in services["alertmanager"]["ports"]
+    # promtool reads the file as Prometheus would, with the rules where compose mounts them.
+    scrape["rule_files"] = [str(PROMETHEUS / "alerts.yml")]
+    local = tmp_path / "prometheus.yml"
+    local.write_text(yaml.safe_dump(scrape))
+    result = subprocess.run(
+        [promtool(), "check", "config", str(local)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -8,27 +8,30 @@
 
 Events are validated by the monitor's own contract code (`InvalidEvent` carries the dead-letter
 `reason` and `field`), keyed by model and partitioned as the Java client does, whatever the
-producer's settings.
+producer's settings. Everything the SDK raises is a `ClientError`.
 """
 
 from stream_monitor.client.aio import AsyncMonitorProducer
-from stream_monitor.client.contract import InvalidEvent
-from stream_monitor.client.ids import uuid7
-from stream_monitor.client.partitioning import UnknownTopic, murmur2, partition_for
-from stream_monitor.client.producer import (
+from stream_monitor.client.errors import (
+    ClientError,
     DeliveryError,
-    DeliveryFailure,
-    MonitorProducer,
+    InvalidEvent,
     QueueFull,
+    UndeliveredEvent,
+    UnknownTopic,
 )
+from stream_monitor.client.ids import uuid7
+from stream_monitor.client.partitioning import murmur2, partition_for
+from stream_monitor.client.producer import MonitorProducer
 
 __all__ = [
     "AsyncMonitorProducer",
+    "ClientError",
     "DeliveryError",
-    "DeliveryFailure",
     "InvalidEvent",
     "MonitorProducer",
     "QueueFull",
+    "UndeliveredEvent",
     "UnknownTopic",
     "murmur2",
     "partition_for",

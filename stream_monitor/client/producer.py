@@ -6,8 +6,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +13,8 @@ import orjson
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from stream_monitor.client.contract import (
+    LabelFields,
+    PredictionFields,
     check_label,
     check_prediction,
     event_time,
@@ -22,12 +22,14 @@ from stream_monitor.client.contract import (
     now_ms,
     prediction_event,
 )
+from stream_monitor.client.errors import ClientError, DeliveryError, QueueFull, UndeliveredEvent
 from stream_monitor.client.ids import uuid7
 from stream_monitor.client.partitioning import PartitionMap
 from stream_monitor.core.events import DEFAULT_MAX_EVENT_BYTES
-from stream_monitor.errors import StreamMonitorError
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
     from stream_monitor.config import Config
 
 log = logging.getLogger(__name__)
@@ -39,40 +41,15 @@ _STALE_PARTITIONS = frozenset(
 _KEPT_FAILURES = 100
 
 
-class QueueFull(StreamMonitorError, BufferError):
-    """The local send queue stayed full for `max_block` seconds: the broker is not keeping up."""
-
-
-@dataclass(frozen=True)
-class DeliveryFailure:
-    """One event the broker did not take; `code` is librdkafka's error name (e.g. MSG_TIMED_OUT)."""
-
-    topic: str
-    partition: int
-    model: str
-    prediction_id: str | None
-    code: str
-    reason: str
-
-
-class DeliveryError(StreamMonitorError):
-    """`flush()` found events that were not delivered (failed, or still queued at its timeout)."""
-
-    def __init__(self, failures: list[DeliveryFailure], failed: int, undelivered: int) -> None:
-        first = f"; first: {failures[0].code} ({failures[0].reason})" if failures else ""
-        super().__init__(f"{failed} events failed and {undelivered} are still queued{first}")
-        self.failures = failures  # the first ones (at most 100)
-        self.failed = failed
-        self.undelivered = undelivered
-
-
 class MonitorProducer:
     """Sends prediction and label events, validated locally, keyed and partitioned by model.
 
     Events are checked by the monitor's own contract code: an invalid call raises `InvalidEvent`
-    and sends nothing. Sending never waits for the broker: events join librdkafka's local queue
-    (bounded by `queue_size`), and when it is full `log_*` serves deliveries for up to
-    `max_block` seconds before raising `QueueFull`. Delivery failures reach `on_delivery_error`
+    and sends nothing. Sending does not wait for the broker: events join librdkafka's local
+    queue (bounded by `queue_size`), and when it is full `log_*` serves deliveries for up to
+    `max_block` seconds before raising `QueueFull`. The one exception is the first event to each
+    topic, which reads the topic's partition count (up to `metadata_timeout`); later reads run
+    in the background and a failed one keeps the count known (`PartitionMap`). Delivery failures reach `on_delivery_error`
     (called from `log_*`, `poll()` or `flush()`, on the caller's thread) and make the next
     `flush()` raise `DeliveryError`.
 
@@ -94,7 +71,7 @@ class MonitorProducer:
         settings: Mapping[str, Any] | None = None,
         queue_size: int = 100_000,
         max_block: float = 5.0,
-        on_delivery_error: Callable[[DeliveryFailure], None] | None = None,
+        on_delivery_error: Callable[[UndeliveredEvent], None] | None = None,
         metadata_timeout: float = 10.0,
         prediction_ids: Callable[[], str] = uuid7,
         clock_ms: Callable[[], int] = now_ms,
@@ -114,9 +91,7 @@ class MonitorProducer:
                 loaded.kafka.bootstrap_servers if loaded is not None else None
             )
             if not servers:
-                raise StreamMonitorError(
-                    "MonitorProducer needs bootstrap_servers, producer or config"
-                )
+                raise ClientError("MonitorProducer needs bootstrap_servers, producer or config")
             reports: dict[str, Any] = {}
             if not report_successes:
                 # A report per delivered event costs a Python call each (a third of the SDK's
@@ -146,109 +121,45 @@ class MonitorProducer:
         self._on_delivery_error = on_delivery_error
         self._new_id = prediction_ids
         self._clock_ms = clock_ms
-        self._failures: list[DeliveryFailure] = []
+        self._failures: list[UndeliveredEvent] = []
         self._failed = 0
         self._lock = threading.Lock()
 
     # --- the two calls a model service makes ---------------------------------------------------
-    def log_prediction(
-        self,
-        *,
-        model: str,
-        prediction: bool | int | float | str,
-        score: float | None = None,
-        features: Mapping[str, Any] | None = None,
-        model_version: str | None = None,
-        segment: Mapping[str, str] | None = None,
-        timestamp: datetime | int | None = None,
-        prediction_id: str | None = None,
-    ) -> str:
-        """Send one prediction; returns its `prediction_id` (a new UUIDv7 unless given)."""
-        prediction_id, value = self.encode_prediction(
-            model=model,
-            prediction=prediction,
-            score=score,
-            features=features,
-            model_version=model_version,
-            segment=segment,
-            timestamp=timestamp,
-            prediction_id=prediction_id,
-        )
-        self.send(self.predictions_topic, model, value)
+    def log_prediction(self, **fields: Unpack[PredictionFields]) -> str:
+        """Send one prediction; returns its `prediction_id` (a new UUIDv7 unless given).
+
+        `model` and `prediction` are required; `score`, `features`, `model_version`,
+        `segment`, `timestamp` (epoch ms or an aware datetime; default now) and
+        `prediction_id` are optional (`PredictionFields`)."""
+        prediction_id, value = self.encode_prediction(**fields)
+        self._send(self.predictions_topic, fields["model"], value)
         return prediction_id
 
-    def log_label(
-        self,
-        *,
-        model: str,
-        prediction_id: str,
-        label: bool | int | float | str,
-        timestamp: datetime | int | None = None,
-        prediction: bool | int | float | str | None = None,
-        model_version: str | None = None,
-        segment: Mapping[str, str] | None = None,
-    ) -> None:
-        """Send the ground truth for an earlier prediction (same `model` and `prediction_id`)."""
-        value = self.encode_label(
-            model=model,
-            prediction_id=prediction_id,
-            label=label,
-            timestamp=timestamp,
-            prediction=prediction,
-            model_version=model_version,
-            segment=segment,
-        )
-        self.send(self.labels_topic, model, value)
+    def log_label(self, **fields: Unpack[LabelFields]) -> None:
+        """Send the ground truth for an earlier prediction (same `model` and `prediction_id`).
+
+        `model`, `prediction_id` and `label` are required; `timestamp`, `prediction`,
+        `model_version` and `segment` are optional (`LabelFields`)."""
+        value = self.encode_label(**fields)
+        self._send(self.labels_topic, fields["model"], value)
 
     # --- building blocks (the asyncio variant shares them) -------------------------------------
-    def encode_prediction(
-        self,
-        *,
-        model: str,
-        prediction: bool | int | float | str,
-        score: float | None = None,
-        features: Mapping[str, Any] | None = None,
-        model_version: str | None = None,
-        segment: Mapping[str, str] | None = None,
-        timestamp: datetime | int | None = None,
-        prediction_id: str | None = None,
-    ) -> tuple[str, bytes]:
+    def encode_prediction(self, **fields: Unpack[PredictionFields]) -> tuple[str, bytes]:
         """The prediction id and the checked event bytes; raises `InvalidEvent`."""
+        prediction_id = fields.get("prediction_id")
         if prediction_id is None:
             prediction_id = self._new_id()
         event = prediction_event(
+            fields,
             prediction_id=prediction_id,
-            model=model,
-            prediction=prediction,
-            timestamp=event_time(timestamp, self._clock_ms),
-            score=score,
-            features=features,
-            model_version=model_version,
-            segment=segment,
+            timestamp=event_time(fields.get("timestamp"), self._clock_ms),
         )
         return prediction_id, check_prediction(event, self.max_event_bytes)
 
-    def encode_label(
-        self,
-        *,
-        model: str,
-        prediction_id: str,
-        label: bool | int | float | str,
-        timestamp: datetime | int | None = None,
-        prediction: bool | int | float | str | None = None,
-        model_version: str | None = None,
-        segment: Mapping[str, str] | None = None,
-    ) -> bytes:
+    def encode_label(self, **fields: Unpack[LabelFields]) -> bytes:
         """The checked label event bytes; raises `InvalidEvent`."""
-        event = label_event(
-            prediction_id=prediction_id,
-            model=model,
-            label=label,
-            timestamp=event_time(timestamp, self._clock_ms),
-            prediction=prediction,
-            model_version=model_version,
-            segment=segment,
-        )
+        event = label_event(fields, timestamp=event_time(fields.get("timestamp"), self._clock_ms))
         return check_label(event, self.max_event_bytes)
 
     # --- delivery ----------------------------------------------------------------------------
@@ -284,7 +195,7 @@ class MonitorProducer:
         """Events queued locally, not yet acknowledged by the broker."""
         return len(self._producer)
 
-    def send(
+    def _send(
         self,
         topic: str,
         model: str,
@@ -293,7 +204,8 @@ class MonitorProducer:
         max_block: float | None = None,
         on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
     ) -> None:
-        """Queue checked bytes keyed by `model`, on the partition the Java client would pick."""
+        """Queue bytes `encode_*` checked, keyed by `model`, on the partition the Java client
+        would pick. Private: bytes that did not come through the contract must not be sent."""
         key = model.encode()
         callback = on_delivery
         if callback is None and self._per_event_reports:
@@ -306,7 +218,7 @@ class MonitorProducer:
             try:
                 self._producer.produce(topic, value, key, partition=partition, **extra)
                 break
-            except BufferError:
+            except BufferError as exc:
                 now = time.monotonic()
                 if deadline is None:
                     deadline = now + max_block
@@ -314,13 +226,14 @@ class MonitorProducer:
                     raise QueueFull(
                         f"the local queue stayed full for {max_block}s "
                         f"({len(self._producer)} events waiting for the broker)"
-                    ) from None
+                    ) from exc
                 self._producer.poll(0.01)
             except KafkaException as exc:
                 if exc.args[0].code() not in _STALE_PARTITIONS:
                     raise
-                # The topic has fewer partitions than we knew: read the count again, once.
-                self._partitions.forget(topic)
+                # The topic has fewer partitions than we knew (re-created): read the count
+                # again now, once; no event can go out with the count known.
+                self._partitions.reread(topic)
                 partition = self._partitions.partition(topic, key)
                 self._producer.produce(topic, value, key, partition=partition, **extra)
                 break
@@ -328,14 +241,14 @@ class MonitorProducer:
 
     def _delivered(self, error: KafkaError | None, message: Message) -> None:
         if error is not None:
-            self.record_failure(error, message)
+            self._record_failure(self._undelivered(error, message))
 
-    def record_failure(self, error: KafkaError, message: Message) -> DeliveryFailure:
-        """Count a failed delivery, log it and tell `on_delivery_error`; returns what failed."""
+    def _undelivered(self, error: KafkaError, message: Message) -> UndeliveredEvent:
+        """What failed, logged once (and a stale partition count noticed)."""
         topic = message.topic() or ""
         if error.code() in _STALE_PARTITIONS:
-            self._partitions.forget(topic)
-        failure = DeliveryFailure(
+            self._partitions.expire(topic)
+        failure = UndeliveredEvent(
             topic=topic,
             partition=message.partition() if message.partition() is not None else -1,
             model=(message.key() or b"").decode("utf-8", "replace"),
@@ -343,10 +256,6 @@ class MonitorProducer:
             code=error.name(),
             reason=error.str(),
         )
-        with self._lock:
-            self._failed += 1
-            if len(self._failures) < _KEPT_FAILURES:
-                self._failures.append(failure)
         log.warning(
             "event not delivered topic=%s model=%s prediction_id=%s code=%s: %s",
             failure.topic,
@@ -355,12 +264,25 @@ class MonitorProducer:
             failure.code,
             failure.reason,
         )
-        if self._on_delivery_error is not None:
-            try:
-                self._on_delivery_error(failure)
-            except Exception:  # a failing callback must not break delivery of the others
-                log.exception("on_delivery_error raised")
         return failure
+
+    def _record_failure(self, failure: UndeliveredEvent) -> None:
+        """Count a failure for the next `flush()` and tell `on_delivery_error`."""
+        with self._lock:
+            self._failed += 1
+            if len(self._failures) < _KEPT_FAILURES:
+                self._failures.append(failure)
+        report_failure(self._on_delivery_error, failure)
+
+
+def report_failure(
+    callback: Callable[[UndeliveredEvent], None] | None, failure: UndeliveredEvent
+) -> None:
+    if callback is not None:
+        try:
+            callback(failure)
+        except Exception:  # a failing callback must not break delivery of the others
+            log.exception("on_delivery_error raised")
 
 
 def _prediction_id(value: bytes | None) -> str | None:

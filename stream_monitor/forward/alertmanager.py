@@ -5,7 +5,8 @@ Mapping (docs/forwarding.md): labels `alertname=ModelDrift`, `model`, `signal_ki
 without `alert_id` two detections on the same key and signal would merge into one; with it,
 each detection is one Alertmanager alert, and a re-delivered alert (at least once) lands on the
 same one: Alertmanager itself de-duplicates on the id. Annotations carry the change
-(before → after), the effect when the alert has one, the likely causes and a one-line summary.
+(before → after), the effect (`data.effect`, else the standardised shift its stats imply), the
+likely causes and a one-line summary.
 `startsAt` is the alert's event time (else when it was published).
 
 Alertmanager resolves an alert that was not posted again within its `resolve_timeout`, so
@@ -13,17 +14,19 @@ active alerts are re-posted every `repeat_post` (default half that timeout) unti
 `drift_resolved` event closes one (posted with `endsAt`) or `active_for` passes since it was
 published. The active set is bounded (`max_active`, oldest dropped first) and lives in memory:
 after a restart the forwarder rebuilds it by reading the alerts published in the last
-`active_for` up to its committed offsets (`remember`), and re-posts them at once.
+`active_for` up to its committed offsets (`remember`), and posts each of them once when the
+rebuild is done.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeGuard
 
 import orjson
 
@@ -40,22 +43,58 @@ API_PATH = "/api/v2/alerts"
 POST_BATCH = 500
 
 
+def _is_number(value: object) -> TypeGuard[int | float]:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _number(value: object) -> str:
-    return (
-        f"{value:.4g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "?"
-    )
+    return f"{value:.4g}" if _is_number(value) else "?"
 
 
 def render_effect(effect: object) -> str:
-    """`data.effect`, whatever its shape: a number, text, or a mapping of named figures."""
+    """`data.effect`, whatever its shape: a number is a standardised shift (in standard
+    deviations); a mapping is read for a shift, a before → after change and a ratio, and
+    otherwise shown as its named figures; text as it is."""
     if isinstance(effect, dict):
-        return ", ".join(
-            f"{name}={_number(value) if not isinstance(value, str) else value}"
-            for name, value in effect.items()
-        )
+        return _render_effect_mapping(effect)
     if isinstance(effect, str):
         return effect
-    return _number(effect)
+    return f"{effect:+.2f} sd" if _is_number(effect) else "?"
+
+
+def _render_effect_mapping(effect: dict[str, Any]) -> str:
+    before, after, shift = effect.get("before"), effect.get("after"), effect.get("shift")
+    change = (
+        f"{_number(before)} → {_number(after)}" if _is_number(before) and _is_number(after) else ""
+    )
+    if change and _is_number(shift):
+        return f"{change} ({shift:+.2f} sd)"
+    if _is_number(shift):
+        return f"{shift:+.2f} sd"
+    ratio = effect.get("ratio")
+    if change and effect.get("statistic") == "spread" and _is_number(ratio):
+        return f"sd {change} (x{ratio:.3g})"
+    if change and _is_number(effect.get("absolute")):
+        return f"{change} ({effect['absolute']:+.3g})"
+    return ", ".join(
+        f"{name}={value if isinstance(value, str) else _number(value)}"
+        for name, value in effect.items()
+    )
+
+
+def effect_text(data: dict[str, Any]) -> str | None:
+    """How large the change is: `data.effect` when the alert has one, else the standardised
+    shift |mean_after - mean_before| / std derived from `data.stats`; None when neither is known."""
+    if data.get("effect") is not None:
+        return render_effect(data["effect"])
+    stats = data.get("stats")
+    if not isinstance(stats, dict):
+        return None
+    before, after, std = stats.get("mean_before"), stats.get("mean_after"), stats.get("std")
+    if not (_is_number(before) and _is_number(after) and _is_number(std)) or std <= 0:
+        return None
+    shift = abs(after - before) / std
+    return f"{shift:.2f} sd (|{_number(after)} − {_number(before)}| / std {_number(std)})"
 
 
 def render_causes(causes: object) -> str | None:
@@ -100,8 +139,9 @@ def annotations_of(event: dict[str, Any]) -> dict[str, str]:
     }
     with contextlib.suppress(KeyError, TypeError, ValueError):  # a partial event: no line
         result["description"] = describe(event)
-    if data.get("effect") is not None:
-        result["effect"] = render_effect(data["effect"])
+    effect = effect_text(data)
+    if effect is not None:
+        result["effect"] = effect
     causes = render_causes(data.get("likely_causes"))
     if causes:
         result["likely_causes"] = causes
@@ -116,10 +156,11 @@ def starts_at(record: AlertRecord) -> str:
 
 
 class _Active:
-    __slots__ = ("alert", "published_ms")
+    __slots__ = ("alert", "partition", "published_ms")
 
-    def __init__(self, alert: dict[str, Any], published_ms: int) -> None:
+    def __init__(self, alert: dict[str, Any], partition: int, published_ms: int) -> None:
         self.alert = alert
+        self.partition = partition  # of the alerts topic: revoked, it is another instance's
         self.published_ms = published_ms
 
 
@@ -147,7 +188,8 @@ class AlertmanagerSink(BaseSink):
         self._clock = clock
         self._wall_ms = wall_ms
         self._active: OrderedDict[str, _Active] = OrderedDict()
-        self._due: float | None = None
+        self._due: float | None = None  # of the next re-post of every active alert
+        self._rebuilt: dict[str, None] = {}  # ids `remember` added, not posted by this process
 
     @property
     def active(self) -> int:
@@ -170,22 +212,34 @@ class AlertmanagerSink(BaseSink):
     def remember(self, record: AlertRecord) -> None:
         if record.type == DETECTED and record.event is not None and not self._expired(record):
             self._keep(record, self._alert(record))
+            self._rebuilt[record.id] = None  # posted as soon as the rebuild is done
         elif record.type == RESOLVED:
             self._active.pop(str(record.data.get("resolves")), None)
-        self._due = self._clock()  # re-post what was rebuilt as soon as the rebuild is done
 
     def next_due(self) -> float | None:
+        if self._rebuilt:
+            return self._clock()
         return self._due if self._active else None
 
     def run_due(self, now: float) -> None:
-        """Re-post every active alert (in batches), so Alertmanager keeps it firing."""
+        """Re-post every active alert (in batches), so Alertmanager keeps it firing; or, before
+        that is due, post what a rebuild added (each once, however many rebuilds run)."""
+        # Not retried at once when the post fails: the regular re-post covers them, in time.
+        rebuilt, self._rebuilt = self._rebuilt, {}
+        if self._due is not None and now < self._due:
+            self._post_all([self._active[i].alert for i in rebuilt if i in self._active])
+            return
         self._due = now + self._repeat
         wall = self._wall_ms()
         for alert_id in [i for i, a in self._active.items() if self._too_old(a.published_ms, wall)]:
             del self._active[alert_id]
-        alerts = [entry.alert for entry in self._active.values()]
-        for start in range(0, len(alerts), POST_BATCH):
-            self._post(alerts[start : start + POST_BATCH])
+        self._post_all([entry.alert for entry in self._active.values()])
+
+    def forget(self, partitions: set[int]) -> None:
+        """Stop re-posting the alerts of revoked partitions: their new owner rebuilds them, and
+        a stale re-post (no endsAt) would re-open one it has resolved since."""
+        for alert_id in [i for i, a in self._active.items() if a.partition in partitions]:
+            del self._active[alert_id]
 
     def close(self) -> None:
         self._endpoint.close()
@@ -213,7 +267,9 @@ class AlertmanagerSink(BaseSink):
         return {**entry.alert, "endsAt": max(ends, entry.alert["startsAt"])}
 
     def _keep(self, record: AlertRecord, alert: dict[str, Any]) -> None:
-        self._active[record.id] = _Active(alert, record.timestamp_ms or self._wall_ms())
+        self._active[record.id] = _Active(
+            alert, record.partition, record.timestamp_ms or self._wall_ms()
+        )
         self._active.move_to_end(record.id)
         while len(self._active) > self._max_active:
             dropped, _ = self._active.popitem(last=False)
@@ -232,6 +288,10 @@ class AlertmanagerSink(BaseSink):
 
     def _too_old(self, published_ms: int, wall_ms: int) -> bool:
         return published_ms + self._active_for_ms < wall_ms
+
+    def _post_all(self, alerts: list[dict[str, Any]]) -> None:
+        for start in range(0, len(alerts), POST_BATCH):
+            self._post(alerts[start : start + POST_BATCH])
 
     def _post(self, alerts: list[dict[str, Any]]) -> None:
         self._endpoint.post(orjson.dumps(alerts), self._headers, path=self._path())

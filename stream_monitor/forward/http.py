@@ -4,18 +4,31 @@
 dependency, and lets every outcome map onto a delivery decision: 2xx accepted; 408, 425, 429
 and 5xx retried (the receiver may take it later); any other status rejected for good (the same
 request cannot succeed); connection errors and timeouts retried.
+
+Credentials in the URL (`https://user:pass@host/...`) are sent as HTTP Basic authentication, as
+curl and browsers do; errors and logs show the URL as `scheme://host:port/...` only.
 """
 
 from __future__ import annotations
 
+import base64
 import http.client
 import ssl
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from stream_monitor.forward.sinks import SinkError
 from stream_monitor.secrets import display_url
 
 RETRIED_STATUS = frozenset({408, 425, 429})
+
+
+def basic_authorization(url: str) -> str | None:
+    """The `Authorization` header value for the user info of `url`, None when it has none."""
+    parts = urlsplit(url)
+    if parts.username is None:
+        return None
+    pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+    return "Basic " + base64.b64encode(pair.encode()).decode()
 
 
 class HttpEndpoint:
@@ -31,11 +44,14 @@ class HttpEndpoint:
         self.path = parts.path or "/"
         self._target = self.path + (f"?{parts.query}" if parts.query else "")
         self._timeout = timeout
+        authorization = basic_authorization(url)
+        self._auth = {} if authorization is None else {"Authorization": authorization}
         self._connection: http.client.HTTPConnection | None = None
 
     def post(self, body: bytes, headers: dict[str, str], path: str | None = None) -> bytes:
         """POST and return the response body for a 2xx; raise `SinkError` otherwise."""
         target = self._target if path is None else path
+        headers = {**headers, **self._auth}
         for attempt in (1, 2):
             connection = self._connect()
             try:
@@ -46,13 +62,13 @@ class HttpEndpoint:
                 self.close()
                 if attempt == 1:  # a kept-alive connection the server had closed: once more
                     continue
-                raise SinkError("unreachable", f"{self.shown}: {exc.__class__.__name__}") from None
-            except TimeoutError:
+                raise SinkError("unreachable", f"{self.shown}: {exc.__class__.__name__}") from exc
+            except TimeoutError as exc:
                 self.close()
-                raise SinkError("timeout", f"{self.shown}: no answer in {self._timeout}s") from None
+                raise SinkError("timeout", f"{self.shown}: no answer in {self._timeout}s") from exc
             except (OSError, http.client.HTTPException) as exc:
                 self.close()
-                raise SinkError("unreachable", f"{self.shown}: {_reason(exc)}") from None
+                raise SinkError("unreachable", f"{self.shown}: {_reason(exc)}") from exc
             if response.will_close:
                 self.close()
             status = response.status

@@ -84,6 +84,11 @@ class ForwardMetrics:
             "Alerts-topic partitions assigned to this forwarder.",
             registry=r,
         )
+        self.paused = Gauge(
+            "stream_monitor_forward_reading_paused",
+            "1 while reading is paused because a sink holds forward.max_pending alerts.",
+            registry=r,
+        )
         self.last_progress = Gauge(
             "stream_monitor_forward_last_progress_timestamp_seconds",
             "Unix time of the consume loop's last turn.",
@@ -96,6 +101,12 @@ class ForwardMetrics:
             registry=r,
         )
         info.labels(__version__).set(1)
+
+    def add_sink(self, sink: str) -> None:
+        """Create the sink's delivery series at 0: a counter that first appears at 1 has no
+        increase() in Prometheus, so the first dead letters would raise no alert."""
+        for outcome in ("accepted", "dead_lettered"):
+            self.deliveries.labels(sink, outcome)
 
     def count_read(self, record: AlertRecord) -> None:
         self.read.labels(_TYPES.get(record.type or "", "other")).inc()

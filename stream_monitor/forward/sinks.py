@@ -43,13 +43,18 @@ class Sink(Protocol):
         """Hand over one alert; raise `SinkError` when it was not taken."""
 
     def remember(self, record: AlertRecord) -> None:
-        """Learn from an alert delivered before a restart, without sending it (state rebuild)."""
+        """Learn from an alert delivered before a restart, without sending it (state rebuild).
+        Periodic work waits until the worker has no more of these queued."""
 
     def next_due(self) -> float | None:
         """Monotonic time of the sink's next periodic work (e.g. re-posting), None for none."""
 
     def run_due(self, now: float) -> None:
-        """Do the periodic work; a `SinkError` is logged and the work tried again later."""
+        """Do the periodic work; a `SinkError` is logged and the work tried again later, any
+        other error stops the forwarder (a bug would fail the same way every time)."""
+
+    def forget(self, partitions: set[int]) -> None:
+        """Drop what was learnt from these partitions: another instance owns them now."""
 
     def close(self) -> None: ...
 
@@ -66,6 +71,9 @@ class BaseSink:
         return None
 
     def run_due(self, now: float) -> None:
+        return None
+
+    def forget(self, partitions: set[int]) -> None:
         return None
 
     def close(self) -> None:
@@ -115,8 +123,10 @@ class SinkWorker:
         self._queue: deque[tuple[bool, AlertRecord]] = deque()
         self._pending: dict[int, deque[int]] = {}  # partition -> offsets offered, not yet done
         self._dropped: set[int] = set()  # partitions revoked while an alert was in flight
+        self._to_forget: set[int] = set()  # revoked partitions the sink has not been told of
         self._wake = threading.Condition()
         self._stopping = False
+        self._failure: str | None = None
         self._thread = threading.Thread(target=self._run, name=f"sink-{self.name}", daemon=True)
 
     # --- called by the consume loop ----------------------------------------------------------
@@ -137,6 +147,15 @@ class SinkWorker:
     def backlog(self) -> int:
         return len(self._queue)
 
+    @property
+    def failure(self) -> str | None:
+        """Why the worker thread stopped on its own (the forwarder must stop too), or None."""
+        return self._failure
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
     def first_pending(self, partition: int) -> int | None:
         """The lowest offset of `partition` this sink has not taken yet, None when none."""
         with self._wake:
@@ -144,12 +163,16 @@ class SinkWorker:
             return pending[0] if pending else None
 
     def drop(self, partitions: set[int]) -> None:
-        """Forget revoked partitions: their alerts are another instance's now."""
+        """Forget revoked partitions: their alerts are another instance's now. The sink forgets
+        them too (on its own thread, before the next queued alert), or it would keep acting on
+        them: re-posting an alert its new owner has since resolved."""
         with self._wake:
             self._queue = deque(item for item in self._queue if item[1].partition not in partitions)
             for partition in partitions:
                 self._pending.pop(partition, None)
             self._dropped |= partitions
+            self._to_forget |= partitions
+            self._wake.notify()
 
     def stop(self, timeout: float = 30.0) -> None:
         """Finish the current attempt, then stop; what is not taken stays uncommitted."""
@@ -162,11 +185,25 @@ class SinkWorker:
 
     # --- the worker thread -------------------------------------------------------------------
     def _run(self) -> None:
+        """Any error that escapes is fatal: its alerts would stay pending forever (and reading
+        pause at `max_pending`), so it is recorded for the consume loop to stop on."""
+        try:
+            self._work()
+        except BaseException as exc:
+            self._failure = f"{type(exc).__name__}: {exc}"
+            log.critical("sink=%s worker stopped", self.name, exc_info=True)
+
+    def _work(self) -> None:
         while True:
-            item = self._next()
+            forget, item = self._next()
+            if forget:
+                self.sink.forget(forget)
             if self._stopping:
                 return
-            self._periodic()
+            if item is None or item[0]:
+                # Not between two `remember` items: a rebuild (thousands of them in a row) is
+                # drained first, then the sink's periodic work (re-posting) runs once.
+                self._periodic()
             if item is None:
                 continue
             deliver, record = item
@@ -178,15 +215,18 @@ class SinkWorker:
             elif self._deliver(record):
                 self._done(record)
 
-    def _next(self) -> tuple[bool, AlertRecord] | None:
+    def _next(self) -> tuple[set[int], tuple[bool, AlertRecord] | None]:
+        """Partitions to forget, and the next queued item (None: periodic work is due)."""
         with self._wake:
-            while not self._queue and not self._stopping:
+            while not self._queue and not self._stopping and not self._to_forget:
                 due = self.sink.next_due()
                 wait = None if due is None else due - self._clock()
                 if wait is not None and wait <= 0:
-                    return None
+                    break
                 self._wake.wait(wait)
-            return self._queue.popleft() if self._queue and not self._stopping else None
+            forget, self._to_forget = self._to_forget, set()
+            item = self._queue.popleft() if self._queue and not self._stopping else None
+            return forget, item
 
     def _periodic(self) -> None:
         due = self.sink.next_due()

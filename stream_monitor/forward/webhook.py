@@ -17,6 +17,7 @@ from urllib.parse import quote
 import orjson
 
 from stream_monitor.core.alerts import describe
+from stream_monitor.forward.alertmanager import effect_text
 from stream_monitor.forward.http import HttpEndpoint
 from stream_monitor.forward.records import DETECTED, RESOLVED, AlertRecord
 from stream_monitor.forward.sinks import BaseSink, SinkError
@@ -58,8 +59,8 @@ def slack_text(record: AlertRecord) -> str:
         icon = {"critical": ":rotating_light:", "warning": ":warning:"}.get(
             str(data.get("severity")), ":information_source:"
         )
-        effect = data.get("effect")
-        tail = f" effect: {_escape(str(effect))}" if effect is not None else ""
+        effect = effect_text(data)
+        tail = f" effect: {_escape(effect)}" if effect is not None else ""
         return f"{icon} *Model drift* {_escape(line)}{tail} (alert `{record.id}`)"
     if record.type == RESOLVED:
         return (

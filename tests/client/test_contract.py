@@ -10,11 +10,14 @@ Two directions:
 
 from __future__ import annotations
 
+import enum
 import math
+import types
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import numpy as np
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -290,3 +293,49 @@ def test_an_event_over_events_max_bytes_is_oversized() -> None:
     with pytest.raises(InvalidEvent) as caught:
         producer.encode_prediction(model="credit", prediction=1, features={"x": "a" * 200})
     assert (caught.value.reason, caught.value.field) == ("oversized", None)
+
+
+def test_numpy_scalars_are_sent_as_the_json_the_monitor_accepts() -> None:
+    # The monitor accepts {"score": 0.5}; score=np.float64(0.5) used to be rejected.
+    class Level(enum.IntEnum):
+        HIGH = 3
+
+    got = sdk().encode_prediction(
+        model=np.str_("credit"),  # type: ignore[arg-type]
+        prediction=np.int64(1),  # type: ignore[arg-type]
+        score=np.float64(0.5),
+        features={"income": np.float32(0.25), "fraud": np.bool_(True), "level": Level.HIGH},
+        segment={"region": np.str_("eu")},
+        timestamp=np.int64(NOW_MS + 1),  # type: ignore[arg-type]
+    )
+    read = decode_prediction(got[1])
+    assert (read.model, read.prediction, read.score, read.time_ms) == ("credit", 1, 0.5, NOW_MS + 1)
+    assert read.features == {"income": 0.25, "fraud": True, "level": 3}
+    assert read.segment == {"region": "eu"}
+    frozen = sdk().encode_prediction(
+        model="credit", prediction=1, features=types.MappingProxyType({"x": np.float64(2.0)})
+    )
+    assert decode_prediction(frozen[1]).features == {"x": 2.0}  # any mapping is a JSON object
+    label = decode_label(
+        sdk().encode_label(
+            model="credit",
+            prediction_id="p1",
+            label=np.bool_(False),  # type: ignore[arg-type]
+            prediction=np.float64(1.0),
+        )
+    )
+    assert (label.label, label.prediction) == (False, 1.0)
+    with pytest.raises(InvalidEvent) as caught:  # still the contract that judges the value
+        sdk().encode_prediction(model="credit", prediction=1, score=np.float64("nan"))
+    assert (caught.value.reason, caught.value.field) == ("invalid_value", "score")
+
+
+def test_a_wrong_keyword_is_a_type_error_as_python_would_raise() -> None:
+    with pytest.raises(
+        TypeError, match="log_prediction\\(\\) got an unexpected keyword argument 'scor'"
+    ):
+        sdk().encode_prediction(model="credit", prediction=1, scor=0.5)  # type: ignore[call-arg]
+    with pytest.raises(
+        TypeError, match="log_label\\(\\) missing required keyword argument: 'label'"
+    ):
+        sdk().encode_label(model="credit", prediction_id="p1")  # type: ignore[call-arg]

@@ -19,9 +19,9 @@ from stream_monitor.brokers import LocalBroker
 from stream_monitor.client import (
     AsyncMonitorProducer,
     DeliveryError,
-    DeliveryFailure,
     InvalidEvent,
     MonitorProducer,
+    UndeliveredEvent,
     partition_for,
 )
 from tests.kafka.support import (
@@ -140,7 +140,7 @@ def test_delivery_errors_reach_the_callback_and_flush(
     if broker_kind == "tansu":
         pytest.skip("Tansu 0.6 does not enforce a topic's max.message.bytes: no delivery error")
     topic = new_topic(broker, 1, **{"max.message.bytes": "2000"})
-    seen: list[DeliveryFailure] = []
+    seen: list[UndeliveredEvent] = []
     sdk = MonitorProducer(
         bootstrap_servers=broker.bootstrap_servers,
         predictions_topic=topic,

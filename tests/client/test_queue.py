@@ -9,17 +9,7 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException
 
 from stream_monitor.client import MonitorProducer, QueueFull, partition_for
-
-
-class Topic:
-    def __init__(self, partitions: int) -> None:
-        self.partitions = dict.fromkeys(range(partitions))
-        self.error = None
-
-
-class Metadata:
-    def __init__(self, partitions: int) -> None:
-        self.topics = {"predictions": Topic(partitions), "labels": Topic(partitions)}
+from tests.client.fakes import Metadata
 
 
 class FakeProducer:
@@ -71,3 +61,15 @@ def test_an_unknown_partition_rereads_the_partition_count_once() -> None:
     sdk = MonitorProducer(producer=fake)  # type: ignore[arg-type]
     sdk.log_prediction(model="credit", prediction=1)
     assert fake.sent == [("predictions", partition_for(b"credit", 8))]
+
+
+def test_everything_the_sdk_raises_is_a_client_error() -> None:
+    from stream_monitor import client
+
+    raised = [client.InvalidEvent, client.QueueFull, client.UnknownTopic, client.DeliveryError]
+    assert all(issubclass(kind, client.ClientError) for kind in raised)
+    assert issubclass(client.InvalidEvent, ValueError) and issubclass(client.QueueFull, BufferError)
+    with pytest.raises(client.ClientError, match="needs bootstrap_servers"):
+        MonitorProducer()
+    # Only checked events are sent: there is no public way to send unchecked bytes.
+    assert not hasattr(MonitorProducer, "send")

@@ -3,28 +3,25 @@
 from __future__ import annotations
 
 import json
-import os
-import re
-import shutil
-import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
-import yaml
 from confluent_kafka import Producer
 
 from stream_monitor.core.alerts import build_alert
-from tests.kafka.support import ROOT, config_data, unique, wait_for
+from tests.helpers import required_tool
+from tests.kafka.support import ServiceProcess, config_data, unique, wait_for
 
 ALERTMANAGER_BINARIES = ("prometheus-alertmanager", "alertmanager")
 
@@ -36,12 +33,8 @@ def free_port() -> int:
 
 
 def alertmanager_binary() -> str:
-    for name in ALERTMANAGER_BINARIES:
-        found = shutil.which(name)
-        if found:
-            return found
-    pytest.skip(
-        "Alertmanager is not installed (make test-tools installs Debian's prometheus-alertmanager)"
+    return required_tool(
+        *ALERTMANAGER_BINARIES, hint="make test-tools installs Debian's prometheus-alertmanager"
     )
 
 
@@ -119,10 +112,13 @@ class Received:
 
 
 class WebhookServer:
-    """Records every POST. `failing(n)` answers 503 to the next n; `fail_for(seconds)` for a time."""
+    """Records every POST. `failing(n)` answers 503 to the next n; `fail_for(seconds)` for a time.
+    With `upstream` it is a recording proxy: each POST goes on to `upstream` (same path), whose
+    status it answers, and is recorded when that was a 2xx."""
 
-    def __init__(self, delay: float = 0.0) -> None:
+    def __init__(self, delay: float = 0.0, upstream: str | None = None) -> None:
         self.delay = delay  # seconds per answered request: a slow receiver
+        self.upstream = upstream
         self.received: list[Received] = []
         self.refused = 0
         self._fail_left = 0
@@ -158,8 +154,24 @@ class WebhookServer:
                 self._fail_left = max(self._fail_left - 1, 0)
                 self.refused += 1
                 return self._status_when_failing
-            self.received.append(Received(path, headers, body, time.time()))
-            return 200
+        status = 200 if self.upstream is None else self._pass_on(path, headers, body)
+        if 200 <= status < 300:
+            with self._lock:
+                self.received.append(Received(path, headers, body, time.time()))
+        return status
+
+    def _pass_on(self, path: str, headers: dict[str, str], body: bytes) -> int:
+        request = urllib.request.Request(
+            f"{self.upstream}{path}",
+            data=body,
+            headers={"Content-Type": headers.get("Content-Type", "application/json")},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
 
     def failing(self, count: int, status: int = 503) -> None:
         with self._lock:
@@ -173,6 +185,15 @@ class WebhookServer:
         with self._lock:
             items = list(self.received)
         return [pick(item) if pick else item.json()["id"] for item in items]
+
+    def alerts_posted(self) -> list[dict[str, Any]]:
+        """As a proxy of Alertmanager: every alert in every POST it took, in order."""
+        with self._lock:
+            items = list(self.received)
+        return [alert for item in items for alert in item.json()]
+
+    def posts_per_id(self) -> Counter[str]:
+        return Counter(alert["labels"]["alert_id"] for alert in self.alerts_posted())
 
     def __enter__(self) -> WebhookServer:
         self._thread.start()
@@ -260,45 +281,11 @@ def publish_alerts(bootstrap: str, topic: str, events: list[dict[str, Any]]) -> 
     assert producer.flush(30) == 0
 
 
-class ForwarderProcess:
+class ForwarderProcess(ServiceProcess):
     """`stream-monitor forward` as a real process, so it can be killed with SIGKILL."""
 
-    def __init__(self, data: dict[str, Any], folder: Path, name: str = "f") -> None:
-        self.path = folder / f"forward-{name}-{unique('c')}.yaml"
-        self.path.write_text(yaml.safe_dump(data))
-        self.log = folder / f"forward-{name}-{unique('l')}.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self, *options: str) -> ForwarderProcess:
-        command = [sys.executable, "-m", "stream_monitor.cli", *options, "forward"]
-        self.process = subprocess.Popen(
-            [*command, "--config", str(self.path)],
-            stdout=self.log.open("ab"),
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        return self
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
-
-    def terminate(self, timeout: float = 60) -> int:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout)
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def metrics_url(self, timeout: float = 30) -> str:
-        found: list[str] = []
-
-        def logged() -> bool:
-            found[:] = re.findall(r"(http://[\d.]+:\d+)/metrics", self.output())
-            return bool(found)
-
-        wait_for(logged, timeout, "the forwarder's metrics address in its log")
-        return found[-1]
+    def command(self) -> list[str]:
+        return [
+            *(sys.executable, "-m", "stream_monitor.cli", *self.options),
+            *("forward", "--config", str(self.path)),
+        ]

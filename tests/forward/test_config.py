@@ -11,7 +11,8 @@ import yaml
 
 from stream_monitor.config import build_config, load_config
 from stream_monitor.errors import ConfigError
-from stream_monitor.forward.service import build_sinks
+from stream_monitor.forward.assembly import build_sinks
+from stream_monitor.forward.clients import consumer_settings, producer_settings
 from tests.helpers import ROOT, run_cli
 
 
@@ -30,13 +31,54 @@ from tests.helpers import ROOT, run_cli
         ),
         ({"give_up_after": "forever"}, "forward.give_up_after"),
         ({"sinks": []}, "forward.sinks"),
+        # Timers the forwarder needs: `none` or 0 used to become the default silently.
+        ({"give_up_after": "none"}, "forward.give_up_after: must be a duration"),
+        ({"commit_interval": 0}, "forward.commit_interval: Input should be greater than 0"),
+        ({"webhooks": [{"url": "http://a", "timeout": 0}]}, "forward.webhooks[0].timeout"),
+        (
+            {"alertmanager": {"url": "http://am", "active_for": "off"}},
+            "forward.alertmanager.active_for: must be a duration",
+        ),
+        (
+            {"alertmanager": {"url": "http://am", "resolve_timeout": "5m", "repeat_post": "5m"}},
+            "forward.alertmanager.repeat_post: 300000 ms is not shorter than resolve_timeout",
+        ),
+        (
+            {"alertmanager": {"url": "http://am", "resolve_timeout": "1m"}, "give_up_after": "1s"},
+            None,
+        ),
+        ({"retry_backoff": "10s", "retry_backoff_max": "1s"}, "forward.retry_backoff: 10000 ms"),
+        (
+            {
+                "webhooks": [
+                    {"url": "http://a"},
+                    {"url": "https://u:token@b", "headers": {"authorization": "Bearer x"}},
+                ]
+            },
+            "forward.webhooks[1].url: has credentials (sent as Basic authentication) and "
+            "forward.webhooks[1].headers has an Authorization header",
+        ),
     ],
 )
-def test_errors_name_the_key_and_never_the_url(forward: dict[str, object], message: str) -> None:
+def test_errors_name_the_key_and_never_the_url(
+    forward: dict[str, object], message: str | None
+) -> None:
+    if message is None:  # valid: the line above it is not
+        build_config({"forward": forward}, environ={})
+        return
     with pytest.raises(ConfigError) as caught:
         build_config({"forward": forward}, environ={})
     assert message in str(caught.value)
     assert "token" not in str(caught.value)
+
+
+def test_repeat_post_defaults_to_half_the_resolve_timeout_in_one_place() -> None:
+    forward = build_config(
+        {"forward": {"alertmanager": {"url": "http://am", "resolve_timeout": "1m"}}}, environ={}
+    ).forward
+    assert forward.alertmanager is not None and forward.alertmanager.repeat_every_ms == 30_000
+    [sink] = build_sinks(forward)
+    assert sink.next_due() is None and sink._repeat == 30.0  # type: ignore[attr-defined]
 
 
 def test_the_readme_example_and_configs_forward_yaml_are_valid() -> None:
@@ -80,3 +122,23 @@ def test_check_config_redacts_webhook_secrets(tmp_path: Path) -> None:
     assert (
         "https://hooks.slack.com/..." in result.stdout and '"Authorization": "***"' in result.stdout
     )
+
+
+def test_the_forwarders_clients_take_the_raw_kafka_settings() -> None:
+    config = build_config(
+        {
+            "kafka": {
+                "client": {"security.protocol": "SASL_SSL"},
+                "consumer": {"fetch.min.bytes": 10},
+                "producer": {"compression.type": "zstd", "message.timeout.ms": 60000},
+            },
+            "forward": {"webhooks": [{"url": "http://a"}]},
+        },
+        environ={},
+    )
+    producer = producer_settings(config)
+    assert producer["compression.type"] == "zstd" and producer["message.timeout.ms"] == 60000
+    assert producer["security.protocol"] == "SASL_SSL" and producer["enable.idempotence"]
+    consumer = consumer_settings(config)
+    assert consumer["fetch.min.bytes"] == 10 and consumer["security.protocol"] == "SASL_SSL"
+    assert "compression.type" not in consumer

@@ -57,6 +57,14 @@ def alertmanager(tmp_path: Path) -> Any:
 
 
 @pytest.fixture
+def proxy(alertmanager: Alertmanager) -> Any:
+    """Records what reaches Alertmanager: it merges identical label sets, so only the POSTs
+    can show how many times an alert was posted."""
+    with WebhookServer(upstream=alertmanager.url) as recording:
+        yield recording
+
+
+@pytest.fixture
 def hook() -> Any:
     with WebhookServer() as server:
         yield server
@@ -119,13 +127,13 @@ def expected_labels(event: dict[str, Any]) -> dict[str, str]:
 
 
 def test_alerts_of_a_real_run_reach_alertmanager_and_webhooks_once_each(
-    broker: LocalBroker, tmp_path: Path, alertmanager: Alertmanager
+    broker: LocalBroker, tmp_path: Path, alertmanager: Alertmanager, proxy: WebhookServer
 ) -> None:
     with WebhookServer() as structured, WebhookServer() as binary:
         data = forward_data(
             broker.bootstrap_servers,
             {
-                "alertmanager": {"url": alertmanager.url},
+                "alertmanager": {"url": proxy.url},
                 "webhooks": [
                     {"url": structured.url + "/alerts", "headers": {"Authorization": TOKEN}},
                     {"url": binary.url + "/ce", "mode": "binary", "name": "binary"},
@@ -138,7 +146,7 @@ def test_alerts_of_a_real_run_reach_alertmanager_and_webhooks_once_each(
         produce_scenario(broker.bootstrap_servers, names, scenario)
         expected = expected_alerts(config, scenario)
         assert len(expected) >= 3
-        forwarder = ForwarderProcess(data, tmp_path).start("--log-level", "DEBUG")
+        forwarder = ForwarderProcess(data, tmp_path, options=("--log-level", "DEBUG")).start()
         try:
             with ServiceThread(config):
                 wait_until_consumed(config, names, scenario)
@@ -159,6 +167,9 @@ def test_alerts_of_a_real_run_reach_alertmanager_and_webhooks_once_each(
 
     in_manager = alertmanager.alerts()
     assert sorted(a["labels"]["alert_id"] for a in in_manager) == sorted(expected)
+    assert proxy.posts_per_id() == Counter(
+        list(expected)
+    )  # each posted once: no restart, no re-post
     for alert in in_manager:
         event = expected[alert["labels"]["alert_id"]]
         assert alert["labels"] == expected_labels(event)
@@ -167,7 +178,7 @@ def test_alerts_of_a_real_run_reach_alertmanager_and_webhooks_once_each(
         stats = event["data"]["stats"]
         assert alert["annotations"]["change"].startswith(f"{stats['mean_before']:.4g} → ")
     # Structured: the CloudEvent exactly as on the topic, with the configured header.
-    assert sorted(structured.ids()) == sorted(expected)
+    assert Counter(structured.ids()) == Counter(list(expected))
     for item in structured.received:
         assert item.path == "/alerts"
         assert item.headers["Authorization"] == TOKEN
@@ -177,7 +188,7 @@ def test_alerts_of_a_real_run_reach_alertmanager_and_webhooks_once_each(
             k: v for k, v in expected[event["id"]].items() if k != "data"
         }
     # Binary: data as the body, attributes as ce- headers.
-    assert sorted(binary.ids(lambda item: item.headers["ce-id"])) == sorted(expected)
+    assert Counter(binary.ids(lambda item: item.headers["ce-id"])) == Counter(list(expected))
     for item in binary.received:
         event = expected[item.headers["ce-id"]]
         assert item.headers["ce-type"] == "stream_monitor.drift_detected"
@@ -196,12 +207,12 @@ def test_alerts_of_a_real_run_reach_alertmanager_and_webhooks_once_each(
 
 
 def test_kill_9_mid_stream_and_restart_loses_no_alert(
-    broker: LocalBroker, tmp_path: Path, alertmanager: Alertmanager
+    broker: LocalBroker, tmp_path: Path, alertmanager: Alertmanager, proxy: WebhookServer
 ) -> None:
     with WebhookServer(delay=0.01) as slow:
         data = forward_data(
             broker.bootstrap_servers,
-            {"alertmanager": {"url": alertmanager.url}, "webhooks": [{"url": slow.url}]},
+            {"alertmanager": {"url": proxy.url}, "webhooks": [{"url": slow.url}]},
         )
         config = make_config(data)
         names = create_topics(config)
@@ -224,6 +235,10 @@ def test_kill_9_mid_stream_and_restart_loses_no_alert(
             assert second.terminate() == 0, second.output()
     in_manager = Counter(a["labels"]["alert_id"] for a in alertmanager.alerts())
     assert set(in_manager) == ids and set(in_manager.values()) == {1}
+    # Posts per alert: once by the first process (if it got to it), once by the second (a
+    # delivery of what was not committed as taken, or the restart's rebuild of what was).
+    posts = proxy.posts_per_id()
+    assert set(posts) == ids and max(posts.values()) <= 2, posts.most_common(3)
     duplicates = len(slow.received) - len(ids)
     # At least once: only what the killed process had delivered after its last commit comes twice.
     assert 0 <= duplicates <= at_kill
@@ -259,7 +274,12 @@ def test_a_failing_webhook_delays_only_itself_then_catches_up(
         finally:
             assert forwarder.terminate() == 0, forwarder.output()
     assert healthy_done < 5.0
-    assert sorted(flaky.ids()) == sorted(e["id"] for e in events)  # in order, none lost
+    # None lost, none twice, and per partition key (monitor key) in the order published.
+    assert Counter(flaky.ids()) == Counter(e["id"] for e in events)
+    key_of = {e["id"]: e["data"]["monitor_key"] for e in events}
+    for key in set(key_of.values()):
+        published = [e["id"] for e in events if key_of[e["id"]] == key]
+        assert [i for i in flaky.ids() if key_of[i] == key] == published, key
     assert len(healthy.received) == 30
     assert "sink=flaky" in forwarder.output() and "reason=http_503" in forwarder.output()
 
@@ -280,7 +300,6 @@ def test_what_a_sink_refuses_past_give_up_after_goes_to_the_dead_letter_topic(
         forwarder = ForwarderProcess(data, tmp_path).start()
         try:
             publish_alerts(broker.bootstrap_servers, names.alerts, events)
-            publish_alerts(broker.bootstrap_servers, names.alerts, [])
             dead_topic = data["forward"]["dead_letter_topic"]
             wait_for(
                 lambda: len(read_topic(broker.bootstrap_servers, dead_topic, idle=0.5)) == 12,
@@ -309,38 +328,58 @@ def test_what_a_sink_refuses_past_give_up_after_goes_to_the_dead_letter_topic(
 def test_drift_resolved_closes_the_alert_active_ones_stay_and_a_restart_reposts_them(
     broker: LocalBroker, tmp_path: Path
 ) -> None:
+    alertmanager_binary()
     manager = Alertmanager(tmp_path, resolve_timeout="3s").start()
     try:
-        data = forward_data(
-            broker.bootstrap_servers,
-            {"alertmanager": {"url": manager.url, "resolve_timeout": "3s", "repeat_post": "1s"}},
-        )
-        config = make_config(data)
-        names = create_topics(config)
-        now_ms = int(time.time() * 1000)
-        staying, closing = (
-            drift_alert(1, time_ms=now_ms - 5000),
-            drift_alert(2, time_ms=now_ms - 4000),
-        )
-        forwarder = ForwarderProcess(data, tmp_path, "first").start()
-        publish_alerts(broker.bootstrap_servers, names.alerts, [staying, closing])
-        wait_for(lambda: len(manager.by_id()) == 2, 30, "both alerts at Alertmanager")
-        time.sleep(5)  # longer than resolve_timeout: only re-posting keeps them active
-        assert set(manager.by_id()) == {staying["id"], closing["id"]}
-        publish_alerts(broker.bootstrap_servers, names.alerts, [resolved_alert(closing, now_ms)])
-        wait_for(lambda: set(manager.by_id()) == {staying["id"]}, 30, "the resolved one closed")
-        wait_for(lambda: fully_committed(broker.bootstrap_servers, data), 30, "commit")
-        assert forwarder.terminate() == 0, forwarder.output()
-        wait_for(lambda: not manager.by_id(), 30, "Alertmanager resolving it without re-posts")
-        restarted = ForwarderProcess(data, tmp_path, "second").start()
-        try:  # nothing new on the topic: the active set is rebuilt from history and re-posted
-            wait_for(lambda: set(manager.by_id()) == {staying["id"]}, 30, "re-posted after restart")
-            alert = manager.by_id()[staying["id"]]
-            assert (
-                alert["labels"] == expected_labels(staying) and alert["status"]["state"] == "active"
+        with WebhookServer(upstream=manager.url) as proxy:
+            data = forward_data(
+                broker.bootstrap_servers,
+                {"alertmanager": {"url": proxy.url, "resolve_timeout": "3s", "repeat_post": "1s"}},
             )
-        finally:
-            assert restarted.terminate() == 0, restarted.output()
-        assert "rebuilt sink state from alerts=3" in restarted.output()
+            config = make_config(data)
+            names = create_topics(config)
+            now_ms = int(time.time() * 1000)
+            staying, closing = (
+                drift_alert(1, time_ms=now_ms - 5000),
+                drift_alert(2, time_ms=now_ms - 4000),
+            )
+            resolved = resolved_alert(closing, now_ms)
+            forwarder = ForwarderProcess(data, tmp_path, "first").start()
+            publish_alerts(broker.bootstrap_servers, names.alerts, [staying, closing])
+            wait_for(lambda: len(manager.by_id()) == 2, 30, "both alerts at Alertmanager")
+            time.sleep(5)  # longer than resolve_timeout: only re-posting keeps them active
+            assert set(manager.by_id()) == {staying["id"], closing["id"]}
+            publish_alerts(broker.bootstrap_servers, names.alerts, [resolved])
+
+            def ends_posted() -> list[str]:
+                return [
+                    alert["endsAt"]
+                    for alert in proxy.alerts_posted()
+                    if "endsAt" in alert and alert["labels"]["alert_id"] == closing["id"]
+                ]
+
+            # Alertmanager would also resolve it by itself 3 s after the last re-post: only
+            # the POST with endsAt shows that the forwarder closed it.
+            wait_for(lambda: bool(ends_posted()), 30, "the resolved alert posted with endsAt")
+            assert ends_posted() == [resolved["time"]]
+            wait_for(lambda: set(manager.by_id()) == {staying["id"]}, 30, "closed at Alertmanager")
+            wait_for(lambda: fully_committed(broker.bootstrap_servers, data), 30, "commit")
+            assert forwarder.terminate() == 0, forwarder.output()
+            wait_for(lambda: not manager.by_id(), 30, "Alertmanager resolving it without re-posts")
+            posted_before = len(proxy.alerts_posted())
+            restarted = ForwarderProcess(data, tmp_path, "second").start()
+            try:  # nothing new on the topic: the active set is rebuilt from history and posted
+                wait_for(
+                    lambda: set(manager.by_id()) == {staying["id"]}, 30, "posted after restart"
+                )
+                alert = manager.by_id()[staying["id"]]
+                assert alert["labels"] == expected_labels(staying)
+                assert alert["status"]["state"] == "active"
+                reposted = proxy.alerts_posted()[posted_before:]
+                assert {a["labels"]["alert_id"] for a in reposted} == {staying["id"]}
+                assert not any("endsAt" in a for a in reposted)
+            finally:
+                assert restarted.terminate() == 0, restarted.output()
+            assert "rebuilt sink state from alerts=3" in restarted.output()
     finally:
         manager.close()

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import base64
 import logging
+import time
 from typing import Any
 from urllib.parse import unquote
 
@@ -14,16 +16,19 @@ from cloudevents.v1.http import from_http
 from stream_monitor.forward.alertmanager import AlertmanagerSink, annotations_of, labels_of
 from stream_monitor.forward.http import HttpEndpoint
 from stream_monitor.forward.records import AlertRecord, parse_event
-from stream_monitor.forward.sinks import SinkError
+from stream_monitor.forward.sinks import SinkError, SinkWorker
 from stream_monitor.forward.webhook import WebhookSink, slack_text
 from tests.forward.support import WebhookServer, drift_alert, resolved_alert
+from tests.kafka.support import wait_for
 
 
-def record(event: dict[str, Any], offset: int = 0, timestamp_ms: int | None = None) -> AlertRecord:
+def record(
+    event: dict[str, Any], offset: int = 0, timestamp_ms: int | None = None, partition: int = 0
+) -> AlertRecord:
     value = orjson.dumps(event)
     return AlertRecord(
         topic="alerts",
-        partition=0,
+        partition=partition,
         offset=offset,
         key=b"k",
         value=value,
@@ -49,11 +54,44 @@ def test_alertmanager_labels_and_annotations() -> None:
     assert notes["likely_causes"] == "income (+1.02σ, 50.1 → 60.3)"
     assert notes["detector"] == "adwin (rule adwin), 1003 observations"
     assert notes["description"].startswith("[CRITICAL] credit|n=3 performance/error")
-    assert "effect" not in notes
-    event["data"]["effect"] = {"cohens_d": 0.6667, "direction": "up"}
-    assert annotations_of(event)["effect"] == "cohens_d=0.6667, direction=up"
-    event["data"]["effect"] = 0.5
-    assert annotations_of(event)["effect"] == "0.5"
+    # No data.effect: the standardised shift the stats imply, |0.3 - 0.1| / 0.3.
+    assert notes["effect"] == "0.67 sd (|0.3 − 0.1| / std 0.3)"
+    del event["data"]["stats"]["std"]
+    assert "effect" not in annotations_of(event)
+
+
+@pytest.mark.parametrize(
+    ("effect", "shown"),
+    [
+        (0.5, "+0.50 sd"),  # a number: a standardised shift
+        (-1.25, "-1.25 sd"),
+        (
+            {"statistic": "mean", "before": 100.0, "after": 130.0, "shift": 1.5, "size": 1.5},
+            "100 → 130 (+1.50 sd)",
+        ),
+        ({"shift": 0.8}, "+0.80 sd"),
+        ({"statistic": "spread", "before": 20, "after": 40, "ratio": 2.0}, "sd 20 → 40 (x2)"),
+        ({"statistic": "rate", "before": 0.1, "after": 0.3, "absolute": 0.2}, "0.1 → 0.3 (+0.2)"),
+        ({"cohens_d": 0.6667, "direction": "up"}, "cohens_d=0.6667, direction=up"),
+        ("large", "large"),
+    ],
+)
+def test_the_effect_annotation_renders_data_effect_whatever_its_shape(
+    effect: object, shown: str
+) -> None:
+    event = drift_alert(3)
+    event["data"]["effect"] = effect
+    assert annotations_of(event)["effect"] == shown
+
+
+class Quiet:
+    """A worker's outcomes, not recorded."""
+
+    def accepted(self, *args: object) -> None: ...
+
+    def failed(self, *args: object) -> None: ...
+
+    def dead_lettered(self, *args: object) -> None: ...
 
 
 class FakeEndpoint:
@@ -73,18 +111,19 @@ class FakeEndpoint:
         return None
 
 
+def alertmanager_sink(endpoint: FakeEndpoint, **options: Any) -> AlertmanagerSink:
+    """Re-posting every 60 s, alerts active for an hour, unless `options` say otherwise."""
+    return AlertmanagerSink(
+        endpoint=endpoint,  # type: ignore[arg-type]
+        **{"repeat_post": 60, "active_for": 3600, **options},
+    )
+
+
 def test_alertmanager_life_cycle_post_repost_resolve_rebuild_and_bounds() -> None:
     now = [100.0]
     wall = [1_767_225_700_000]
     endpoint = FakeEndpoint()
-    sink = AlertmanagerSink(
-        endpoint=endpoint,  # type: ignore[arg-type]
-        repeat_post=60,
-        active_for=3600,
-        max_active=2,
-        clock=lambda: now[0],
-        wall_ms=lambda: wall[0],
-    )
+    sink = alertmanager_sink(endpoint, max_active=2, clock=lambda: now[0], wall_ms=lambda: wall[0])
     first, second, third = drift_alert(1), drift_alert(2), drift_alert(3)
     sink.deliver(record(first, 0, wall[0]))
     path, [posted] = endpoint.posts[-1]
@@ -112,16 +151,63 @@ def test_alertmanager_life_cycle_post_repost_resolve_rebuild_and_bounds() -> Non
     sink.run_due(220.0)
     assert sink.active == 0 and sink.next_due() is None
 
-    rebuilt = AlertmanagerSink(
-        endpoint=FakeEndpoint(),  # type: ignore[arg-type]
-        repeat_post=60,
-        active_for=3600,
-        clock=lambda: 500.0,
-        wall_ms=lambda: 1_767_225_700_000,
+    rebuilt = alertmanager_sink(
+        FakeEndpoint(), clock=lambda: 500.0, wall_ms=lambda: 1_767_225_700_000
     )
     for offset, event in enumerate([first, second, resolved_alert(first, 1_767_225_650_000)]):
         rebuilt.remember(record(event, offset, 1_767_225_690_000))
     assert rebuilt.active == 1 and rebuilt.next_due() == 500.0  # re-posted as soon as rebuilt
+
+
+def test_alertmanager_stops_reposting_the_alerts_of_revoked_partitions() -> None:
+    # An instance that lost partition 1 kept re-posting its alerts (without endsAt) for up to
+    # active_for, re-opening an alert the partition's new owner had resolved.
+    wall = 1_767_225_700_000
+    endpoint = FakeEndpoint()
+    sink = alertmanager_sink(endpoint, clock=lambda: 100.0, wall_ms=lambda: wall)
+    mine, theirs = drift_alert(1), drift_alert(2)
+    sink.deliver(record(mine, 0, wall, partition=0))
+    sink.deliver(record(theirs, 0, wall, partition=1))
+    sink.forget({1})
+    sink.run_due(160.0)
+    assert [alert["labels"]["alert_id"] for alert in endpoint.posts[-1][1]] == [mine["id"]]
+    assert sink.active == 1
+
+
+class Counting(FakeEndpoint):
+    def __init__(self) -> None:
+        super().__init__()
+        self.alerts = 0
+
+    def post(self, body: bytes, headers: dict[str, str], path: str | None = None) -> bytes:
+        self.alerts += len(orjson.loads(body))
+        return super().post(body, headers, path)
+
+
+def test_a_rebuild_reposts_what_it_rebuilt_once_when_drained() -> None:
+    # /tmp/review/rebuild_posts.py: every remembered alert made the worker re-post the whole
+    # active set, 1,500 POSTs carrying 500,500 alerts for 1,000 alerts rebuilt.
+    endpoint = Counting()
+    sink = alertmanager_sink(endpoint, repeat_post=150, active_for=86400)
+    worker = SinkWorker(sink, dead_letter=lambda *a: None, outcomes=Quiet(), give_up_after=60)
+    wall = int(time.time() * 1000)
+    for offset in range(1000):
+        worker.offer(
+            record(drift_alert(offset, model=f"m{offset % 50}"), offset, wall), deliver=False
+        )
+    worker.start()
+    wait_for(lambda: endpoint.alerts >= 1000, 10, "the rebuilt alerts re-posted")
+    time.sleep(0.2)
+    assert (len(endpoint.posts), endpoint.alerts) == (2, 1000)  # two batches of 500
+    assert sink.active == 1000
+    # A second partition's rebuild, after a delivery: only what it adds is posted, once.
+    worker.offer(record(drift_alert(5000), 5000, wall))
+    for offset in range(1000, 1010):
+        worker.offer(record(drift_alert(offset), offset, wall, partition=1), deliver=False)
+    wait_for(lambda: endpoint.alerts >= 1011, 10, "the second rebuild posted")
+    time.sleep(0.2)
+    worker.stop()
+    assert [len(alerts) for _, alerts in endpoint.posts] == [500, 500, 1, 10]
 
 
 @pytest.fixture
@@ -176,7 +262,7 @@ def test_slack_text(server: Any) -> None:
     assert detected == {
         "text": ":rotating_light: *Model drift* [CRITICAL] credit|n=6 performance/error 0.1 -&gt; 0.3 "
         "(recent 0.31) (adwin after 1006 obs, 2026-01-01T00:00:06.000Z) likely causes: income "
-        f"(+1.02σ) (alert `{event['id']}`)"
+        f"(+1.02σ) effect: 0.67 sd (|0.3 − 0.1| / std 0.3) (alert `{event['id']}`)"
     }
     assert resolved == {
         "text": f":white_check_mark: *Resolved* credit|n=6 performance/error (alert `{event['id']}`)"
@@ -184,8 +270,11 @@ def test_slack_text(server: Any) -> None:
     assert slack_text(record(event)) == detected["text"]
 
 
-def test_http_outcomes_and_no_secret_in_errors(server: Any, caplog: Any) -> None:
-    endpoint = HttpEndpoint(server.url + "/services/T0/B0/secret-path", timeout=2)
+def test_http_outcomes_and_no_secret_in_errors_or_logs(server: Any, caplog: Any) -> None:
+    caplog.set_level(logging.DEBUG)
+    credentials = "ops:p%40ss-w0rd"
+    url = server.url.replace("http://", f"http://{credentials}@") + "/services/T0/B0/secret-path"
+    endpoint = HttpEndpoint(url + "?token=abc", timeout=2)
     server.failing(1, status=503)
     with pytest.raises(SinkError) as caught:
         endpoint.post(b"{}", {})
@@ -200,10 +289,30 @@ def test_http_outcomes_and_no_secret_in_errors(server: Any, caplog: Any) -> None
     assert caught.value.retryable
     endpoint.post(b"{}", {})  # the kept-alive connection still works after errors
     assert "secret-path" not in str(caught.value)
+    # User info in the URL is sent as Basic authentication, as curl does.
+    basic = "Basic " + base64.b64encode(b"ops:p@ss-w0rd").decode()
+    assert server.received[-1].headers["Authorization"] == basic
+    assert server.received[-1].path == "/services/T0/B0/secret-path?token=abc"
     closed = HttpEndpoint("http://127.0.0.1:9/hooks/secret-path", timeout=1)
     with pytest.raises(SinkError) as caught:
         closed.post(b"{}", {})
     assert caught.value.reason == "unreachable" and "secret-path" not in caught.value.detail
     assert "http://127.0.0.1:9/..." in caught.value.detail
-    assert not [r for r in caplog.records if "secret" in r.getMessage()]
-    logging.getLogger(__name__).debug("done")
+    # What the forwarder logs about a failing sink (each retry, the give-up, the dead letter):
+    # there are such lines, and none holds a secret.
+    server.fail_for(60)
+    dead: list[SinkError] = []
+    worker = SinkWorker(
+        WebhookSink(name="hook", endpoint=endpoint),
+        dead_letter=lambda record_, sink, error: dead.append(error),
+        outcomes=Quiet(),
+        give_up_after=0.3,
+        backoff=0.05,
+    ).start()
+    worker.offer(record(drift_alert(7)))
+    wait_for(lambda: bool(dead), 5, "the alert dead-lettered")
+    worker.stop()
+    assert "sink=hook alert=" in caplog.text and "reason=http_503" in caplog.text
+    assert "dead-lettered" in caplog.text and dead[0].detail.startswith("http://127.0.0.1:")
+    for secret in ("secret-path", "token=abc", "p%40ss-w0rd", "p@ss-w0rd", basic.split()[1]):
+        assert secret not in caplog.text and secret not in dead[0].detail, secret

@@ -8,19 +8,12 @@ import time
 
 from stream_monitor.forward.records import AlertRecord
 from stream_monitor.forward.sinks import BaseSink, SinkError, SinkWorker
+from tests.forward.fakes import alert_record
 from tests.kafka.support import wait_for
 
 
 def alert(offset: int) -> AlertRecord:
-    return AlertRecord(
-        topic="alerts",
-        partition=offset % 2,
-        offset=offset,
-        key=None,
-        value=b"{}",
-        timestamp_ms=None,
-        event={"id": f"id-{offset}", "type": "t"},
-    )
+    return alert_record(offset, partition=offset % 2)
 
 
 class Recording(BaseSink):
@@ -136,4 +129,38 @@ def test_a_sink_that_raises_an_unexpected_error_dead_letters_and_keeps_its_worke
         worker.offer(alert(offset))
     wait_for(lambda: broken.taken == [0, 2], 5, "the others delivered")
     assert dead == [(1, "sink_error")]
+    worker.stop()
+
+
+def test_an_error_outside_delivery_stops_the_worker_and_says_why() -> None:
+    # /tmp/review/worker_dies.py: the dead-letter write raised, the thread ended in silence
+    # and the partition's offset stayed pending forever.
+    down = Recording("down", fail_until=time.monotonic() + 3600)
+
+    def dead_letter(record: AlertRecord, name: str, error: SinkError) -> None:
+        raise BufferError("Local: Queue full")
+
+    worker = SinkWorker(down, dead_letter=dead_letter, outcomes=Outcomes(), give_up_after=0.1)
+    worker.start()
+    worker.offer(alert(0))
+    wait_for(lambda: not worker.alive, 5, "the worker to stop")
+    assert worker.failure == "BufferError: Local: Queue full"
+    worker.stop()
+
+
+def test_a_dropped_partition_is_forgotten_by_the_sink_on_its_own_thread() -> None:
+    class Forgetting(Recording):
+        def __init__(self) -> None:
+            super().__init__("forgetting")
+            self.forgot: list[tuple[set[int], str]] = []
+
+        def forget(self, partitions: set[int]) -> None:
+            self.forgot.append((partitions, threading.current_thread().name))
+
+    sink = Forgetting()
+    worker = SinkWorker(sink, dead_letter=lambda *a: None, outcomes=Outcomes(), give_up_after=60)
+    worker.start()
+    worker.drop({1})
+    wait_for(lambda: bool(sink.forgot), 5, "the sink told")
+    assert sink.forgot == [({1}, "sink-forgetting")]
     worker.stop()

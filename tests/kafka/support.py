@@ -317,11 +317,14 @@ def observation_counts(monitors: dict[int, Monitor]) -> dict[tuple[str, str], in
 
 
 class ServiceThread:
-    """Runs a MonitorService in a thread of the test process."""
+    """Runs a MonitorService (or the `service` given) in a thread of the test process."""
 
-    def __init__(self, config: Config) -> None:
-        self.stop = threading.Event()
-        self.service = MonitorService(config, codec=StateCodec(KEY.encode()), stop=self.stop)
+    def __init__(self, config: Config | None = None, *, service: Any = None) -> None:
+        if service is None:
+            assert config is not None
+            service = MonitorService(config, codec=StateCodec(KEY.encode()))
+        self.service = service
+        self.stop: threading.Event = service.stop
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
 
@@ -364,17 +367,17 @@ class ServiceProcess:
         self.log = folder / f"run-{name}-{uuid.uuid4().hex[:6]}.log"
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> ServiceProcess:
+    def command(self) -> list[str]:
         """`engine` "faust -A" runs Faust's own worker command on `stream_monitor.faust_app`."""
-        handle = self.log.open("wb")
         if self.engine == "faust -A":  # the config file comes from STREAM_MONITOR_CONFIG
-            command = [sys.executable, "-m", "faust", "-A", "stream_monitor.faust_app", "worker"]
-        else:
-            command = [sys.executable, "-m", "stream_monitor.cli", *self.options, "run"]
-            command += ["--engine", self.engine]
-            command += ["--config", str(self.path)]
+            return [sys.executable, "-m", "faust", "-A", "stream_monitor.faust_app", "worker"]
+        command = [sys.executable, "-m", "stream_monitor.cli", *self.options, "run"]
+        return [*command, "--engine", self.engine, "--config", str(self.path)]
+
+    def start(self) -> ServiceProcess:
+        handle = self.log.open("wb")
         self.process = subprocess.Popen(
-            command,
+            self.command(),
             stdout=handle,
             stderr=subprocess.STDOUT,
             cwd=ROOT,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from confluent_kafka import Producer
 from stream_monitor.brokers import LocalBroker
 from stream_monitor.scenarios import generate
 from stream_monitor.simulate import SimulationPlan
-from tests.helpers import run_cli
+from tests.helpers import required_tool, run_cli
 from tests.kafka.support import (
     ROOT,
     ServiceThread,
@@ -125,9 +124,7 @@ def readme_kcat_command() -> list[str]:
 def test_the_readme_kcat_command_shows_alerts_with_their_cloudevents_header(
     broker: LocalBroker,
 ) -> None:
-    kcat = shutil.which("kcat")
-    if kcat is None:
-        pytest.skip("kcat is not installed (make test-tools, or apt-get install kcat)")
+    kcat = required_tool("kcat", hint="make test-tools, or apt-get install kcat")
     if not broker.aborts_dead_transactions:
         pytest.skip(
             "Debian's kcat 1.7.1 cannot connect to the embedded broker (docs/reliability.md)"
