@@ -7,8 +7,11 @@ and pending joins (then again after 10x more events with TTL expiry), recovery a
 (classic group protocol, static membership, a short session, and on Apache Kafka the KIP-848
 protocol), and the core `Monitor` alone. Apache Kafka and the embedded broker side by side in one
 table. Writes `benchmarks/results/latest.json` and `latest.md`, and prints the table.
+The Quix Streams peer (benchmarks/quix_peer.py: the same job as a Quix Streams application, in a
+virtualenv of its own) runs right after the throughput rows, on their topics: its rate and our
+ratio over it.
 
-    python benchmarks/suite.py [--quick] [--no-faust] [--broker kafka,tansu] [--out benchmarks/results]
+    python benchmarks/suite.py [--quick] [--no-faust] [--no-quix] [--broker kafka,tansu] [--out benchmarks/results]
 """
 
 from __future__ import annotations
@@ -42,16 +45,17 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 from confluent_kafka.admin import AdminClient
 
 from stream_monitor.brokers import KINDS, LocalBroker, local_broker
-from stream_monitor.config import build_config
+from stream_monitor.config import build_config, parse_duration_ms
 from stream_monitor.kafka.topics import ensure_topics
 from stream_monitor.publish import event_producer
 
 try:  # imported as part of the package (tests), or run as a script from benchmarks/
-    from benchmarks import core_throughput
+    from benchmarks import core_throughput, quix_peer
     from benchmarks.faust_throughput import TOPICS, faust_in_process, publish_and_measure_limit
     from benchmarks.run_throughput import service_run, shipped_detection
 except ImportError:
     import core_throughput  # type: ignore[no-redef]
+    import quix_peer  # type: ignore[no-redef]
     from faust_throughput import (  # type: ignore[no-redef]
         TOPICS,
         faust_in_process,
@@ -88,6 +92,9 @@ class Sizes:
     recovery_keys: int
     core_events: int
     faust: bool = True
+    # The Quix Streams peer's runs (benchmarks/quix_peer.py; none: no peer); each one adds
+    # ~10-15 s of start-up and group join to the suite.
+    quix_runs: tuple[str, ...] = tuple(quix_peer.RUNS)
     session_timeout: str = "6s"  # bounds group joins, and a successor's wait for a dead member
     settle_seconds: float = 2.5  # for the 1 s gauges (and the allocator) to catch up
     # Recovery again with this shorter session timeout: shows what bounds the first figure.
@@ -95,7 +102,9 @@ class Sizes:
 
 
 FULL = Sizes(100_000, 30.0, 150, 10_000, 1_000_000, 10, 10_000, 200_000, short_session_timeout="3s")
-QUICK = Sizes(20_000, 6.0, 30, 2_000, 30_000, 10, 2_000, 50_000)
+QUICK = Sizes(
+    20_000, 6.0, 30, 2_000, 30_000, 10, 2_000, 50_000, quix_runs=tuple(quix_peer.RUNS)[:2]
+)
 
 
 # --- the service as a real process: RSS, kill -9 and probes are about that process ---------------
@@ -265,6 +274,13 @@ def measure_throughput(bootstrap: str, sizes: Sizes) -> dict[str, Any]:
             bootstrap, TOPICS, "at_least_once", total, sizes.session_timeout
         ),
     }
+
+
+def measure_quix(bootstrap: str, sizes: Sizes, total: int) -> dict[str, Any]:
+    """The same job as a Quix Streams application (benchmarks/quix_peer.py) over the throughput
+    phase's topics, at `run`'s session timeout and commit cadence (its config defaults)."""
+    settings = quix_peer.run_settings(parse_duration_ms(sizes.session_timeout) or 6000)
+    return quix_peer.measure_peers(bootstrap, TOPICS, total, settings, sizes.quix_runs)
 
 
 # --- 4: alert latency ------------------------------------------------------------------------------
@@ -513,6 +529,7 @@ TARGETS = {
     "latency_p99_ms": 300.0,
     "recovery_seconds": 5.0,
     "faust_ratio": 30.0,
+    "quix_ratio": 2.0,
 }
 
 
@@ -538,6 +555,8 @@ def run_suite(
     figures: dict[str, Any] = {"sizes": dataclasses.asdict(sizes), "brokers": {}}
     started = time.monotonic()
     timed = Stopwatch(figures)
+    if sizes.quix_runs:  # created from PyPI on first use: fail before the brokers, not after
+        timed("quix_environment", quix_peer.quix_python)
     for kind in kinds:
         with contextlib.ExitStack() as stack:
             if bootstrap is None:
@@ -564,6 +583,12 @@ def broker_phases(
     phase = functools.partial(_phase_name, kind)
     result: dict[str, Any] = {}
     result["throughput"] = timed(phase("throughput"), measure_throughput, bootstrap, sizes)
+    total = result["throughput"]["events"]
+    # Right after the throughput phase, on its topics: the ratio of `run` over the peer compares
+    # rates measured minutes apart at most.
+    result["quix"] = (
+        timed(phase("quix"), measure_quix, bootstrap, sizes, total) if sizes.quix_runs else None
+    )
     half = result["throughput"]["exactly_once"] / 2
     result["latency"] = timed(phase("latency"), measure_latency, bootstrap, folder, half, sizes)
     result["latency_tuned"] = timed(
@@ -576,7 +601,6 @@ def broker_phases(
     )
     result["memory"] = timed(phase("memory"), measure_memory, bootstrap, folder, sizes)
     result.update(recovery_phases(timed, kind, bootstrap, folder, sizes))
-    total = result["throughput"]["events"]
     result["faust"] = (
         timed(phase("faust"), faust_in_process, bootstrap, total, 2000) if sizes.faust else None
     )
@@ -701,6 +725,7 @@ def rows(figures: dict[str, Any]) -> list[dict[str, Any]]:
                 met=lambda value: value >= TARGETS["faust_ratio"],
             ),
         ]
+    result += quix_rows(each, ratio, limit, exactly, least)
     for name, settings in (("latency", "defaults"), ("latency_tuned", "low-latency settings")):
         rate = each(lambda m, name=name: m[name]["achieved_rate"])
         at = ", ".join(f"{kind} {value:,.0f}/s" for kind, value in rate.items())
@@ -780,6 +805,73 @@ def rows(figures: dict[str, Any]) -> list[dict[str, Any]]:
                 {"core": value},
                 {"core": value / baseline},
                 "bare ADWIN",
+            )
+        )
+    return result
+
+
+def quix_rows(
+    each: Callable[[Callable[[dict[str, Any]], Any]], dict[str, Any]],
+    ratio: Callable[[dict[str, Any], dict[str, Any]], dict[str, float | None]],
+    limit: dict[str, Any],
+    exactly: dict[str, Any],
+    least: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """The Quix Streams peer's rows (benchmarks/quix_peer.py), for the runs that were made."""
+    made = {
+        name: found
+        for name in quix_peer.RUNS
+        if (found := each(lambda m, name=name: m["quix"][name]))
+    }
+    if not made:
+        return []
+    versions = next(iter(next(iter(made.values())).values()))
+    peer = f"Quix Streams {versions['quixstreams']} peer"
+    names = {
+        "exactly-once/state": f"{peer}, exactly once (join in Quix state)",
+        "at-least-once/state": f"{peer}, at least once (join in Quix state)",
+        "exactly-once/state/commit-5s": f"{peer}, exactly once (join in Quix state), "
+        "Quix's default commit interval (5 s)",
+        "exactly-once/memory": f"{peer}, exactly once (join in a dict: not fault tolerant)",
+    }
+    result = []
+    for name, found in made.items():
+        rates = {kind: figures["events_per_second"] for kind, figures in found.items()}
+        result.append(row(names[name], "events/s", rates, ratio(rates, limit), "L"))
+    client = each(lambda m: m["quix"]["limit_peer_client"])
+    result.append(
+        row(
+            f"  L read with the peer's confluent-kafka {versions['confluent_kafka']}",
+            "events/s",
+            client,
+            ratio(client, limit),
+            "L",
+        )
+    )
+    for name, ours, figure in (
+        ("exactly-once/state", exactly, "run exactly once over Quix exactly once"),
+        ("at-least-once/state", least, "run at least once over Quix at least once"),
+        (
+            "exactly-once/state/commit-5s",
+            exactly,
+            "run exactly once (commits every 100 ms) over Quix exactly once (every 5 s)",
+        ),
+    ):
+        if name not in made:
+            continue
+        over = {
+            kind: ours[kind] / figures["events_per_second"]
+            for kind, figures in made[name].items()
+            if kind in ours
+        }
+        judged = name == "exactly-once/state"  # the like-for-like comparison
+        result.append(
+            row(
+                f"{figure} (join in Quix state)",
+                "x",
+                over,
+                target=f">= {TARGETS['quix_ratio']:.0f}x" if judged else "",
+                met=(lambda value: value >= TARGETS["quix_ratio"]) if judged else None,
             )
         )
     return result
@@ -879,6 +971,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller sizes, under 5 minutes")
     parser.add_argument("--no-faust", action="store_true")
     parser.add_argument(
+        "--no-quix", action="store_true", help="without the Quix Streams peer (needs PyPI once)"
+    )
+    parser.add_argument(
         "--broker",
         default=",".join(KINDS),
         help="brokers to run on, in order: kafka,tansu (default), kafka or tansu",
@@ -903,6 +998,8 @@ def main() -> None:
     sizes = QUICK if args.quick else FULL
     if args.no_faust:
         sizes = dataclasses.replace(sizes, faust=False)
+    if args.no_quix:
+        sizes = dataclasses.replace(sizes, quix_runs=())
     if args.memory_growth is not None:
         sizes = dataclasses.replace(sizes, memory_growth=args.memory_growth)
     if args.only_memory:

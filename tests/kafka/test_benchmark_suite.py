@@ -17,6 +17,8 @@ pytestmark = pytest.mark.kafka
 
 # Faust is left out: its worker takes over the process's signal handlers, not something to do
 # inside pytest. Its row is covered by tests/kafka/test_faust.py and benchmarks/faust_throughput.py.
+# The Quix Streams peer runs in processes of its own, under both guarantees (its virtualenv is
+# created from PyPI on first use, ~30 s).
 TINY = Sizes(
     predictions=2000,
     latency_seconds=1.5,
@@ -27,6 +29,7 @@ TINY = Sizes(
     recovery_keys=50,
     core_events=1000,
     faust=False,
+    quix_runs=("exactly-once/state", "at-least-once/state"),
     session_timeout="1500ms",
     settle_seconds=0.8,
 )
@@ -40,10 +43,14 @@ def test_suite_reports_every_figure(broker: LocalBroker, tmp_path: Path) -> None
     recoveries = {"recovery", "recovery_static"}
     if broker.kind == "kafka":
         recoveries |= {"recovery_kip848"}
-    assert set(measured) == {"throughput", "latency", "latency_tuned", "memory", "faust"} | (
-        recoveries
-    )
+    phases = {"throughput", "quix", "latency", "latency_tuned", "memory", "faust"}
+    assert set(measured) == phases | recoveries
     assert set(measured["throughput"]) >= {"limit", "exactly_once", "at_least_once", "events"}
+    assert set(measured["quix"]) == {"limit_peer_client", *TINY.quix_runs}
+    assert all(
+        measured["quix"][run]["events"] == measured["throughput"]["events"]
+        for run in TINY.quix_runs
+    )
     assert set(measured["latency"]) >= {"p50_ms", "p99_ms", "alerts", "achieved_rate"}
     assert set(measured["memory"]["first"]) >= {"rss_bytes", "keys", "pending_joins"}
     assert measured["memory"]["after_growth"]["events"] == 3000
