@@ -128,7 +128,7 @@ def measure(
     predictions: int = 100_000, faust_batch_size: int = 2000, kind: str = "kafka"
 ) -> dict[str, Any]:
     """Every figure of one run, as plain data: events/s per path and its ratio to L."""
-    with local_broker(kind).start() as broker:
+    with local_broker(kind) as broker:
         bootstrap = broker.bootstrap_servers
         events, labels, partitions, limit = publish_and_measure_limit(bootstrap, predictions)
         total = len(events) + len(labels)

@@ -37,7 +37,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.getLogger("stream_monitor.librdkafka").setLevel(logging.CRITICAL)
     rng = random.Random(1)
-    with local_broker(chosen_kind(args.broker)).start() as broker:
+    with local_broker(chosen_kind(args.broker)) as broker:
         config = build_config(
             {"kafka": {"bootstrap_servers": broker.bootstrap_servers, "partitions": 1}}, environ={}
         )

@@ -120,13 +120,30 @@ def service_run(
     ensure_topics(AdminClient({"bootstrap.servers": bootstrap}), config)
     stop = threading.Event()
     service = MonitorService(config, codec=StateCodec(b"benchmark-signing-key"), stop=stop)
-    thread = threading.Thread(target=service.run, daemon=True)
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            service.run()
+        except BaseException as exc:  # raised below: a dead service must not hang the bench
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
+
+    def waiting(done: bool) -> bool:
+        if failure:
+            raise RuntimeError(f"the service stopped: {failure[0]!r}") from failure[0]
+        if not done and time.monotonic() > deadline:
+            raise RuntimeError(f"the service processed {service.counters.processed} of {total}")
+        return not done
+
+    deadline = time.monotonic() + 600
     # Timed from the first processed batch, so only the events after it count.
-    while (already := service.counters.processed) == 0:
+    while waiting((already := service.counters.processed) > 0):
         time.sleep(0.001)
     started = time.perf_counter()
-    while service.counters.processed < total:
+    while waiting(service.counters.processed >= total):
         time.sleep(0.005)
     elapsed = time.perf_counter() - started
     stop.set()
@@ -143,7 +160,7 @@ def main() -> None:
     logging.getLogger("stream_monitor.librdkafka").setLevel(logging.CRITICAL)
     events, labels = workload(args.predictions)
     total = len(events) + len(labels)
-    with local_broker(chosen_kind(args.broker)).start() as broker:
+    with local_broker(chosen_kind(args.broker)) as broker:
         topics = {"predictions": "bench-predictions", "labels": "bench-labels"}
         seed = build_config(
             {"kafka": {"bootstrap_servers": broker.bootstrap_servers, "topics": topics}}, environ={}

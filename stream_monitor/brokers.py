@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import os
+from types import TracebackType
 from typing import Protocol
 
 from stream_monitor.errors import StreamMonitorError
@@ -33,6 +34,17 @@ class LocalBroker(Protocol):
     def stop(self) -> None: ...
 
     def close(self) -> None: ...
+
+    def __enter__(self) -> LocalBroker:  # starts it
+        ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:  # closes it
+        ...
 
 
 def chosen_kind(option: str | None = None) -> str:

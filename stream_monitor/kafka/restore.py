@@ -23,7 +23,7 @@ from stream_monitor.core.settings import MonitorSettings
 from stream_monitor.core.state import StateCodec
 from stream_monitor.kafka import KafkaRuntimeError
 from stream_monitor.kafka.changelog import Changelog, Prefetch, StateRead, read_to_end
-from stream_monitor.kafka.offsets import committed_offsets
+from stream_monitor.kafka.offsets import committed_offsets, end_offset
 from stream_monitor.kafka.recovery import Recovered, Visible, paused_gc
 from stream_monitor.kafka.settings import reader_settings
 from stream_monitor.processing import deadletters
@@ -214,8 +214,7 @@ class PartitionLoader:
             if metadata is None or metadata.error:
                 continue
             for partition in metadata.partitions:
-                _, high = reader.get_watermark_offsets(TopicPartition(topic, partition), 10)
-                ends[f"{topic}/{partition}"] = max(int(high), 0)
+                ends[f"{topic}/{partition}"] = end_offset(reader, TopicPartition(topic, partition))
         return ends
 
     def _visible_outputs(
