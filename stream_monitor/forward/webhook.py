@@ -17,6 +17,7 @@ from urllib.parse import quote
 import orjson
 
 from stream_monitor.core.alerts import describe
+from stream_monitor.forward.alertmanager import render_effect
 from stream_monitor.forward.http import HttpEndpoint
 from stream_monitor.forward.records import DETECTED, RESOLVED, AlertRecord
 from stream_monitor.forward.sinks import BaseSink, SinkError
@@ -59,7 +60,7 @@ def slack_text(record: AlertRecord) -> str:
             str(data.get("severity")), ":information_source:"
         )
         effect = data.get("effect")
-        tail = f" effect: {_escape(str(effect))}" if effect is not None else ""
+        tail = f" effect: {_escape(render_effect(effect))}" if effect is not None else ""
         return f"{icon} *Model drift* {_escape(line)}{tail} (alert `{record.id}`)"
     if record.type == RESOLVED:
         return (

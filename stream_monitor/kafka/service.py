@@ -24,6 +24,7 @@ import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from stream_monitor.config import Config
+from stream_monitor.core.alerts import RESOLVED_TYPE
 from stream_monitor.core.events import (
     LABEL,
     PREDICTION,
@@ -1092,6 +1093,19 @@ def _trigger(message: Message, alerts_topic: str) -> tuple[str, str, int, int] |
 def _log_alert(event: dict[str, Any]) -> None:
     data = event["data"]
     position = data.get("source_position") or {}
+    if event.get("type") == RESOLVED_TYPE:
+        log.info(
+            "resolved id=%s resolves=%s model=%s signal=%s/%s detector=%s partition=%s offset=%s",
+            event["id"],
+            data["resolves"],
+            data["model"],
+            data["signal_kind"],
+            data["signal"],
+            data["detector"],
+            position.get("partition"),
+            position.get("offset"),
+        )
+        return
     log.info(
         "alert id=%s model=%s signal=%s/%s detector=%s severity=%s partition=%s offset=%s",
         event["id"],

@@ -199,3 +199,20 @@ def test_a_reverting_scenario_through_the_changelog_every_2500_records() -> None
         before = [a.event for a in first.process(batch[:cut]).alerts]
         second = through_changelog(first)
         assert before + [a.event for a in second.process(batch[cut:]).alerts] == uninterrupted
+
+
+def test_the_demo_shows_a_resolved_event_on_one_line() -> None:
+    from stream_monitor.demo import DemoSummary, alert_text, summary_table
+
+    detected, resolved = (a.event for a in run(features_only(), as_records(step_and_back())))
+    line = alert_text(resolved).plain
+    assert line.startswith("RESOLVED m  feature/x  back at ")
+    assert line.endswith("(mean, 2973 observations after the alert)")
+    assert alert_text(detected).plain.startswith("CRITICAL m  feature/x  ")
+    summary = DemoSummary(alerts=[detected, resolved], per_model={"m": 9000})
+    assert (summary.detected, summary.resolved) == (1, 1)
+    from rich.console import Console
+
+    console = Console(width=120, record=True)
+    console.print(summary_table(summary))
+    assert "feature/x (critical, resolved)" in console.export_text()
