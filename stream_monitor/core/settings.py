@@ -26,8 +26,8 @@ DEFAULT_MAX_EVENT_BYTES = 1_048_576
 # - mean: a continuous series' level, with ADWIN on clipped standardised values (robust to heavy
 #   tails, no shift size to tune, blind to a pure change of variance);
 # - spread: a continuous series' variance, with ADWIN on |x[2i+1] - x[2i]| (blind to its level);
-#   on features only: on a score or an error a change of spread came with a change of mean and
-#   doubled the alerts of one change.
+#   on features only: on a score or an error a change of spread came with its change of mean,
+#   one more alert for the same change on the same signal.
 # A rule for one kind of series goes dormant on the other. `adwin` and `page_hinkley` are river's
 # raw defaults, kept so that configs naming them go on working (configs/river.yaml).
 DEFAULT_DETECTORS: dict[str, dict[str, Any]] = {
