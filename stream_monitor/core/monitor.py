@@ -453,7 +453,7 @@ class Monitor:
         measured = track.measure()
         incident = track.incident
         if incident is not None:
-            if incident.returned(measured.after):
+            if incident.returned(measured.after, measured.effect["window"]):
                 # the change this detection found is the return
                 self._resolve(state, signal, track, measured.after)
                 return
@@ -500,11 +500,12 @@ class Monitor:
                     (event["id"], track.seen),
                     measured.baseline,
                     measured.sd,
-                    (measured.after - measured.baseline) / max(measured.sd, 1e-300),
+                    measured.after,
                     self.settings.resolve_margin,
                     measured.rate,
                     None if scaler is None else scaler.dump(),
                     measured.report,
+                    measured.baseline_n,
                 )
             else:
                 incident.escalate((event["id"], track.seen), measured.after)
@@ -535,7 +536,7 @@ class Monitor:
         level = {
             "statistic": statistic,
             "before": _round(incident.baseline * factor),
-            "alerted": _round(incident.alerted() * factor),
+            "alerted": _round(incident.reported * factor),
             "now": _round(now * factor),
         }
         for alert, opened_at in incident.alerts:

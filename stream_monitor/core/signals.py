@@ -142,6 +142,8 @@ class Track:
         "feed",
         "feeding",
         "fill",
+        "gap_total",
+        "gaps",
         "incident",
         "inverse",
         "learning",
@@ -189,6 +191,8 @@ class Track:
         self.block = 0.0
         self.block_size = BLOCK
         self.prev: float | None = None  # a spread's first value of a pair
+        self.gaps = 0  # a spread's pairs since the detector's last reset, and their gaps' sum
+        self.gap_total = 0.0
         self.incident: Incident | None = None
         self.offset = 0.0
         self.inverse = 1.0
@@ -262,6 +266,8 @@ class Track:
             return self._learn(x) if self.learning else 0
         self.prev = None
         gap = abs(x - prev)
+        self.gaps += 1
+        self.gap_total += gap
         flags = 0
         if self.feeding:
             a = gap * self.inverse
@@ -422,6 +428,8 @@ class Track:
         self.start = self.seen
         self.total = 0.0
         self.total_sq = 0.0
+        self.gaps = 0
+        self.gap_total = 0.0
 
     # --- what a detection measured ---------------------------------------------------------
     def ring_view(self) -> Ring:
@@ -437,8 +445,18 @@ class Track:
         if self.spread:
             assert scaler is not None
             pair_mean, pair_sd = scaler.pair_reference()
-            baseline, sd = pair_mean * scaler.unit, pair_sd * scaler.unit
-            count, after_total, _ = split(ring, sd)
+            sd = pair_sd * scaler.unit
+            count, after_total, found = split(ring, sd)
+            baseline, baseline_n = _pre_change(
+                self.gap_total,
+                self.gaps,
+                after_total,
+                count,
+                found,
+                pair_mean * scaler.unit,
+                scaler.pairs,
+                sd,
+            )
             after = after_total / count if count else baseline
             effect = measure(SPREAD, baseline, scaler.scale, after, count)
             stats = {
@@ -451,7 +469,7 @@ class Track:
             }
             # resolved events report a spread's levels as standard deviations
             report = scaler.scale / baseline if baseline > 0 else 1.0
-            return Measured(effect, stats, baseline, sd, after, None, report)
+            return Measured(effect, stats, baseline, sd, after, None, report, baseline_n)
         statistic = RATE if (scaler.binary if scaler is not None else self.rate) else MEAN
         if scaler is not None:
             assert scaler.centre is not None
@@ -460,15 +478,14 @@ class Track:
             sd = math.sqrt(variance_all)
         count, after_total, found = split(ring, sd)
         before_n = n - count
-        if before_n > 0 and (found or scaler is None):
-            # A change inside the ring: everything the detector saw before it is pre-change, a
-            # longer (better) estimate than the warm-up's. A change older than the ring: only
-            # the calibrated reference is sure to be pre-change.
-            baseline = (total - after_total) / before_n
-        elif scaler is not None and scaler.centre is not None:
-            baseline = scaler.centre
+        if scaler is not None and scaler.centre is not None:
+            baseline, baseline_n = _pre_change(
+                total, n, after_total, count, found, scaler.centre, scaler.n, sd
+            )
+        elif before_n > 0:
+            baseline, baseline_n = (total - after_total) / before_n, before_n
         else:
-            baseline = mean_all
+            baseline, baseline_n = mean_all, n
         if statistic == RATE:
             baseline = clamp_rate(baseline)
             sd = math.sqrt(baseline * (1.0 - baseline))
@@ -493,7 +510,7 @@ class Track:
             "std": sd,
         }
         rate = baseline if statistic == RATE else None
-        return Measured(effect, stats, baseline, sd, after, rate)
+        return Measured(effect, stats, baseline, sd, after, rate, 1.0, baseline_n)
 
     # --- state -------------------------------------------------------------------------------
     def dump(self) -> list[Any]:
@@ -507,7 +524,7 @@ class Track:
             self.total_sq,
             self.quiet_until,
             [self.block_size, self.slot, self.blocks, self.block, self.fill, list(self.ring)],
-            self.prev,
+            [self.prev, self.gaps, self.gap_total],
             None if self.scaler is None else self.scaler.dump(),
             None if self.incident is None else self.incident.dump(),
         ]
@@ -528,7 +545,9 @@ class Track:
             track.block_size, track.slot, track.blocks = int(block_size), int(slot), int(blocks)
             track.block, track.fill = float(block), int(fill)
             track.ring = [float(value) for value in sums]
-            track.prev = None if prev is None else float(prev)
+            pair, gaps, gap_total = prev
+            track.prev = None if pair is None else float(pair)
+            track.gaps, track.gap_total = int(gaps), float(gap_total)
             # State written before the rule was calibrated has no scaler: it starts a warm-up.
             if track.scaler is not None and scaler is not None:
                 track.scaler.load(scaler)
@@ -560,13 +579,40 @@ class Track:
         return track
 
 
+def _pre_change(
+    total: float,
+    count: int,
+    after_total: float,
+    after_count: int,
+    found: bool,
+    reference: float,
+    reference_n: int,
+    sd: float,
+) -> tuple[float, int]:
+    """The pre-change level of a calibrated track, and how many values it is estimated on.
+
+    With the change point inside the ring, everything the detector saw since its last reset
+    before it is pre-change: more values than the warm-up's, so a better estimate. With the
+    change older than the ring, the values before the ring are pre-change but for the
+    detection's delay beyond it: they are the baseline when they agree with the warm-up's
+    reference (within 3 of its standard errors); else the reference is.
+    """
+    before = count - after_count
+    if before <= 0 or (before <= reference_n and not found):
+        return reference, reference_n
+    older = (total - after_total) / before
+    if found or abs(older - reference) <= 3.0 * sd / math.sqrt(max(reference_n, 1)):
+        return older, before
+    return reference, reference_n
+
+
 class Measured:
     """What a detection measured: the effect, the alert's stats, and for the lifecycle the
     pre-change level and sd of what the track watches (values, or pair gaps for a spread), the
     level after the change point, a 0/1 series' reference rate, and the factor that turns the
     watched levels into reported ones (a spread's pair gaps into standard deviations)."""
 
-    __slots__ = ("after", "baseline", "effect", "rate", "report", "sd", "stats")
+    __slots__ = ("after", "baseline", "baseline_n", "effect", "rate", "report", "sd", "stats")
 
     def __init__(
         self,
@@ -577,10 +623,12 @@ class Measured:
         after: float,
         rate: float | None,
         report: float = 1.0,
+        baseline_n: int = 0,
     ) -> None:
         self.effect = effect
         self.stats = stats
         self.baseline = baseline
+        self.baseline_n = baseline_n  # values the baseline was estimated on
         self.sd = sd
         self.after = after
         self.rate = rate

@@ -216,7 +216,7 @@ def test_a_lasting_change_is_reported_once_then_becomes_the_baseline() -> None:
         (a.event["type"], a.event["data"]["observations"] - 1)
         for a in m.process(records(PREDICTION, events)).alerts
     ]
-    assert out == [(ALERT_TYPE, 3023), (RESOLVED_TYPE, 3126)]
+    assert out == [(ALERT_TYPE, 3023), (RESOLVED_TYPE, 3087)]
     assert alert_indices(calibrated("adwin", statistic="spread"), values) == [3101]
 
 

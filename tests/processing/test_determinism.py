@@ -209,7 +209,7 @@ def test_any_interleaving_batching_and_crash_gives_the_same_alerts_and_state(
     plan: list[Step], chunk: int
 ) -> None:
     ids, state, resolved = REFERENCE[chunk]
-    assert len(ids) >= 3 and resolved == 1  # the scenario's changes are found, and one resolved
+    assert len(ids) >= 3 and resolved >= 1  # the scenario's changes are found, and resolved
     cluster = simulate(topics(3, chunk), plan)
     assert cluster.published == ids  # same ids, same order, none twice, none lost
     assert cluster.final_state == state  # type: ignore[attr-defined]
