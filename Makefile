@@ -59,7 +59,9 @@ bench-quick: $(STAMP)
 bench-profile: $(STAMP)
 	$(BIN)/python benchmarks/profile_service.py
 
-# Detection delay, false positives and misses on drift streams; updates docs/detection-quality.md.
+# Mean time between false alarms, delay and misses on drift streams, for the default rules, river's
+# defaults and 0.2's calibrated mode; updates docs/detection-quality.md. (Also by hand:
+# benchmarks/calibration_check.py, false alarms per key at sd 1e-3..1e6; benchmarks/estimated_error.py.)
 bench-quality: $(STAMP)
 	$(BIN)/python benchmarks/detection_quality.py
 

@@ -1,17 +1,28 @@
-"""Detection quality on standard drift streams: delay, false positives and misses per 1e5 events.
+"""Detection quality on standard drift streams: mean time between false alarms, delay, misses.
 
 Streams (each `--events` long, an abrupt change every `--every` events, `--seeds` seeds each):
 - sine1, mixed, stagger (river.datasets.synth) with 10% of labels flipped; the concept switches
   (sine1/mixed between their two functions, stagger through its three) and a Hoeffding tree that
   learns as it predicts (prequential) produces the 0/1 error stream the detectors watch;
-- gauss-mean: N(0, 1) whose mean steps by 1 sd, and the same at sd 0.001 (units matter to ADWIN);
-- gauss-var: N(0, 1) whose sd doubles and halves;
-- bernoulli: an error rate stepping between 0.10 and 0.20.
+- gauss-mean-<sd>: N(0, sd²) whose mean steps by 1 sd and back, at sd 0.001, 1 and 1000;
+- gauss-var-<sd>: N(0, sd²) whose sd doubles and halves back, at the same scales;
+- bernoulli-<p>: a 0/1 rate stepping between p and 2p (0.5 and 0.6 for p = 0.5).
 
-Detectors: river's ADWIN and Page-Hinkley with their defaults, and Page-Hinkley calibrated as in
-configs/calibrated.yaml, for 1 sd shifts and for 0.3 sd shifts. No cooldown: every detection counts. Scoring (stream_monitor.scoring):
-the first detection within `--max-delay` of a change is a hit (its delay counts), further ones
-there are repeats, any other is a false positive; a change without a hit is a miss (FN).
+Detection, each through the real `Monitor` with the stream as one feature of one key:
+- default: the built-in rules of a feature (rate, mean, spread: configs/example.yaml) with the
+  alert policy users get (alerts.min_effect 0.2, drift_resolved events);
+- river-adwin, river-ph: river's ADWIN and Page-Hinkley with their defaults (configs/river.yaml,
+  min_effect 0: river's exact detections);
+- calibrated-0.2: Page-Hinkley calibrated as 0.2's configs/calibrated.yaml did (warm-up 1000,
+  shift 1, no clipping), on every signal.
+No cooldown: every detection counts. For `default`, a drift_resolved event counts like a
+detection: it is what tells people that the change went back (the other detectors report a
+return as one more change).
+
+Scoring (stream_monitor.scoring): the first event within `--max-delay` of a change is a hit (its
+delay counts), further ones there are repeats, any other is a false alarm; a change without a hit
+is a miss. The headline is the mean time between false alarms (MTBFA): events outside the
+`--max-delay` windows after changes, per false alarm, per key.
 
     python benchmarks/detection_quality.py [--events 100000] [--seeds 3] [--docs FILE]
 """
@@ -22,31 +33,53 @@ import argparse
 import math
 import random
 import re
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Iterator
 from multiprocessing import Pool
 from pathlib import Path
 from typing import Any
 
 from river import tree
 from river.datasets import synth
-from river.drift import ADWIN, PageHinkley
 
-from stream_monitor.core.calibration import Calibration
-from stream_monitor.core.detectors import DETECTOR_TYPES
+from stream_monitor.config import build_config
+from stream_monitor.core.events import PREDICTION, Prediction, Record
+from stream_monitor.core.monitor import Monitor
+from stream_monitor.core.settings import MonitorSettings
 from stream_monitor.scoring import Detection, score
 
 LABEL_NOISE = 0.10
-# calibrated_ph: configs/calibrated.yaml (tuned for 1 sd shifts); calibrated_ph_s0.3 tuned for
-# 0.3 sd shifts (`calibrate: {shift: 0.3}`), the size of the Bernoulli steps.
-DETECTORS = ("adwin", "page_hinkley", "calibrated_ph", "calibrated_ph_s0.3")
+KINDS = ("performance", "prediction", "feature", "data_quality")
+ONE_FEATURE = {"prediction": [], "performance": [], "data_quality": []}
+RAW_POLICY = {"cooldown": 0, "min_effect": 0, "resolve": {"enabled": False}}
+CONFIGS: dict[str, dict[str, Any]] = {
+    "default": {"signals": ONE_FEATURE, "alerts": {"cooldown": 0}},
+    "river-adwin": {"signals": {**ONE_FEATURE, "feature": ["adwin"]}, "alerts": RAW_POLICY},
+    "river-ph": {"signals": {**ONE_FEATURE, "feature": ["page_hinkley"]}, "alerts": RAW_POLICY},
+    "calibrated-0.2": {
+        "detectors": {
+            "calibrated_ph": {
+                "type": "page_hinkley",
+                "calibrate": {"warmup": 1000, "shift": 1.0, "clip": None},
+            }
+        },
+        "signals": {**ONE_FEATURE, "feature": ["calibrated_ph"]},
+        "alerts": RAW_POLICY,
+    },
+}
+DETECTORS = tuple(CONFIGS)
+CLASSIFIER_STREAMS = ("sine1", "mixed", "stagger")
 STREAMS = (
-    "sine1",
-    "mixed",
-    "stagger",
-    "gauss-mean",
-    "gauss-mean-sd0.001",
-    "gauss-var",
-    "bernoulli",
+    *CLASSIFIER_STREAMS,
+    "gauss-mean-0.001",
+    "gauss-mean-1",
+    "gauss-mean-1000",
+    "gauss-var-0.001",
+    "gauss-var-1",
+    "gauss-var-1000",
+    "bernoulli-0.5",
+    "bernoulli-0.1",
+    "bernoulli-0.01",
 )
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "detection-quality.md"
 START, END = "<!-- bench-quality:start -->", "<!-- bench-quality:end -->"
@@ -80,76 +113,163 @@ def classifier_errors(name: str, seed: int, events: int, every: int) -> Iterator
 
 def numeric(name: str, seed: int, events: int, every: int) -> Iterator[float]:
     rng = random.Random(seed)
+    kind, _, parameter = name.rpartition("-")
+    value = float(parameter)
     for i in range(events):
         odd = (i // every) % 2 == 1
-        if name == "gauss-mean":
-            yield rng.gauss(1.0 if odd else 0.0, 1.0)
-        elif name == "gauss-mean-sd0.001":
-            yield rng.gauss(0.001 if odd else 0.0, 0.001)
-        elif name == "gauss-var":
-            yield rng.gauss(0.0, 2.0 if odd else 1.0)
+        if kind == "gauss-mean":
+            yield rng.gauss(value if odd else 0.0, value)
+        elif kind == "gauss-var":
+            yield rng.gauss(0.0, 2.0 * value if odd else value)
         else:
-            yield 1.0 if rng.random() < (0.20 if odd else 0.10) else 0.0
+            rate = (0.6 if value == 0.5 else 2 * value) if odd else value
+            yield 1.0 if rng.random() < rate else 0.0
 
 
-def detector(name: str) -> tuple[Any, Callable[[float], Any]]:
-    if name == "adwin":
-        adwin = ADWIN()
-        return adwin, adwin.update
-    if name == "page_hinkley":
-        ph = PageHinkley()
-        return ph, ph.update
-    calibration = Calibration(shift=0.3) if name.endswith("_s0.3") else Calibration()
-    kind = DETECTOR_TYPES["page_hinkley"]
-    calibrated = PageHinkley(**calibration.detector_params("page_hinkley", kind.defaults()))
-    return calibrated, calibration.scaler(calibrated, kind.prime, True, None).update
+def events_of(monitor: Monitor, values: Iterator[float]) -> list[int]:
+    """Indices of the values that raised an alert or a drift_resolved event."""
+    found = []
+    monitor.begin()
+    for index, value in enumerate(values):
+        monitor.apply(
+            Record(PREDICTION, None, None, "s", 0, index),
+            Prediction("p", "m", 1, features={"x": value}),
+        )
+        if index % 5000 == 4999:
+            found += [a.event["data"]["observations"] - 1 for a in monitor.end().alerts]
+            monitor.begin()
+    found += [a.event["data"]["observations"] - 1 for a in monitor.end().alerts]
+    return found
 
 
-def run(job: tuple[str, int, int, int]) -> tuple[str, int, dict[str, list[int]]]:
-    """Detection indices of every detector on one seeded stream."""
-    stream, seed, events, every = job
-    values: Iterator[float] = (
+def settings(name: str) -> MonitorSettings:
+    return build_config(CONFIGS[name], environ={}).monitor_settings()
+
+
+def run(job: tuple[str, str, int, int, int]) -> tuple[str, str, int, list[int], float]:
+    """Event indices of one detector on one seeded stream, and the seconds it took."""
+    stream, detector, seed, events, every = job
+    values = (
         classifier_errors(stream, seed, events, every)
-        if stream in ("sine1", "mixed", "stagger")
+        if stream in CLASSIFIER_STREAMS
         else numeric(stream, seed, events, every)
     )
-    built = {name: detector(name) for name in DETECTORS}
-    found: dict[str, list[int]] = {name: [] for name in DETECTORS}
-    for index, value in enumerate(values):
-        for name, (instance, update) in built.items():
-            update(value)
-            if instance.drift_detected:
-                found[name].append(index)
-    return stream, seed, found
+    started = time.perf_counter()
+    found = events_of(Monitor(settings(detector)), values)
+    return stream, detector, seed, found, time.perf_counter() - started
 
 
-def table(
-    results: list[tuple[str, int, dict[str, list[int]]]], events: int, every: int, max_delay: int
-) -> str:
+class Row:
+    """Scores of one detector on one stream, over its seeds."""
+
+    def __init__(self) -> None:
+        self.delays: list[int] = []
+        self.false_alarms = self.misses = self.repeats = self.changes = 0
+        self.stable = 0  # events outside the windows after changes
+
+    def mtbfa(self) -> str:
+        if not self.false_alarms:
+            return f"> {self.stable:,}"
+        return f"{self.stable / self.false_alarms:,.0f}"
+
+    def cells(self) -> list[str]:
+        delay = f"{sum(self.delays) / len(self.delays):.0f}" if self.delays else "–"
+        per = 1e5 / max(self.stable, 1)
+        return [
+            self.mtbfa(),
+            f"{per * self.false_alarms:.1f}",
+            delay,
+            f"{self.misses}/{self.changes}",
+            f"{per * self.repeats:.1f}",
+        ]
+
+
+def scores(
+    results: list[tuple[str, str, int, list[int], float]], events: int, every: int, max_delay: int
+) -> dict[tuple[str, str], Row]:
     changes = [("s", at) for at in range(every, events, every)]
-    rows = [
-        "| stream | detector | mean delay | FP / 1e5 | FN / 1e5 | missed changes | repeats / 1e5 |",
+    stable_per_run = events - len(changes) * max_delay
+    rows: dict[tuple[str, str], Row] = {}
+    for stream, detector, _, found, _ in results:
+        row = rows.setdefault((stream, detector), Row())
+        result = score(changes, [Detection("s", i) for i in found], max_delay)
+        row.delays.extend(result.delays)
+        row.false_alarms += len(result.false_positives)
+        row.misses += result.misses
+        row.repeats += result.duplicates
+        row.changes += len(changes)
+        row.stable += stable_per_run
+    return rows
+
+
+def table(rows: dict[tuple[str, str], Row]) -> str:
+    lines = [
+        "| stream | detector | MTBFA (events) | false alarms / 1e5 | mean delay | missed | repeats / 1e5 |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     for stream in STREAMS:
-        runs = [found for name, _, found in results if name == stream]
-        total = events * len(runs)
-        for name in DETECTORS:
-            delays: list[int] = []
-            false_positives = misses = repeats = 0
-            for found in runs:
-                result = score(changes, [Detection("s", i) for i in found[name]], max_delay)
-                delays.extend(result.delays)
-                false_positives += len(result.false_positives)
-                misses += result.misses
-                repeats += result.duplicates
-            delay = f"{sum(delays) / len(delays):.0f}" if delays else "–"
-            rows.append(
-                f"| {stream} | {name} | {delay} | {1e5 * false_positives / total:.1f} "
-                f"| {1e5 * misses / total:.1f} | {misses}/{len(changes) * len(runs)} "
-                f"| {1e5 * repeats / total:.1f} |"
-            )
-    return "\n".join(rows)
+        for detector in DETECTORS:
+            row = rows[(stream, detector)]
+            lines.append(f"| {stream} | {detector} | " + " | ".join(row.cells()) + " |")
+    lines += [
+        "",
+        "All streams together:",
+        "",
+        "| detector | MTBFA (events) | false alarms / 1e5 | mean delay | missed | repeats / 1e5 |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for detector in DETECTORS:
+        total = Row()
+        for stream in STREAMS:
+            row = rows[(stream, detector)]
+            total.delays += row.delays
+            total.false_alarms += row.false_alarms
+            total.misses += row.misses
+            total.repeats += row.repeats
+            total.changes += row.changes
+            total.stable += row.stable
+        lines.append(f"| {detector} | " + " | ".join(total.cells()) + " |")
+    return "\n".join(lines)
+
+
+def scenario_alerts() -> str:
+    """Alerts per change on the seeded scenarios, with the spread rule on features only (the
+    default) and on every kind: the evidence for leaving it off scores and errors."""
+    from stream_monitor.core.events import LABEL
+    from stream_monitor.replay import run as replay
+    from stream_monitor.scenarios import covariate_shift, generate
+
+    scenarios = {
+        "default (seed 7)": generate("default", events=6000, seed=7),
+        "default (seed 3)": generate("default", events=6000, seed=3),
+        "covariate shift": covariate_shift(events=40_000, label_delay=5000),
+        "stable (seed 21)": generate("stable", events=20_000, seed=21),
+    }
+    variants = {
+        "features only (default)": {},
+        "every kind": {"signals": {kind: ["rate", "mean", "spread"] for kind in KINDS}},
+    }
+    lines = [
+        "| scenario | spread rule on | alerts | what alerted |",
+        "|---|---|---:|---|",
+    ]
+    for name, scenario in scenarios.items():
+        streams: dict[int, tuple[list[Record], list[Record]]] = {0: ([], [])}
+        streams[0][0].extend(
+            Record(PREDICTION, e, None, "p", 0, i) for i, e in enumerate(scenario.predictions)
+        )
+        streams[0][1].extend(
+            Record(LABEL, e, None, "l", 0, i) for i, e in enumerate(scenario.labels)
+        )
+        for variant, data in variants.items():
+            ((_, alerts, _),) = replay(build_config(data, environ={}).monitor_settings(), streams)
+            found = [
+                f"{a.event['data']['model']} {a.event['data']['signal']} ({a.event['data']['rule']})"
+                for a in alerts
+                if a.event["type"] == "stream_monitor.drift_detected"
+            ]
+            lines.append(f"| {name} | {variant} | {len(found)} | {', '.join(found) or 'none'} |")
+    return "\n".join(lines)
 
 
 def write_docs(path: Path, text: str) -> None:
@@ -175,15 +295,23 @@ def main() -> None:
     parser.add_argument("--no-docs", action="store_true", help="Only print the table.")
     args = parser.parse_args()
     jobs = [
-        (s, seed, args.events, args.every) for s in STREAMS for seed in range(1, args.seeds + 1)
+        (stream, detector, seed, args.events, args.every)
+        for stream in STREAMS
+        for detector in DETECTORS
+        for seed in range(1, args.seeds + 1)
     ]
     with Pool(2) as pool:
         results = pool.map(run, jobs, chunksize=1)
     changes = math.ceil(args.events / args.every) - 1
     text = (
         f"{args.seeds} seeds × {args.events:,} events per stream, a change every "
-        f"{args.every:,} events ({changes} per run), hits within {args.max_delay:,} events.\n\n"
-        + table(results, args.events, args.every, args.max_delay)
+        f"{args.every:,} events ({changes} per run), hits within {args.max_delay:,} events; "
+        "MTBFA counts the events outside those windows. `python benchmarks/detection_quality.py`"
+        " (`make bench-quality`).\n\n"
+        + table(scores(results, args.events, args.every, args.max_delay))
+        + "\n\nAlerts of the default rules on the seeded scenarios (every change should give one"
+        " alert per signal it moves; eta and `stable` none), with the spread rule on features"
+        " only and on every signal kind:\n\n" + scenario_alerts()
     )
     print(text)
     if not args.no_docs:

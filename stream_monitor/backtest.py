@@ -3,7 +3,7 @@
 The report directory holds:
 - `index.html`: per model, its signals (plot, alert count) and, with a truth file, the scores;
 - `<n>.png` per key×signal: its values against their observation number, alerts marked;
-- `alerts.jsonl`: the alerts, exactly as `replay` prints them;
+- `alerts.jsonl`: the alerts and their drift_resolved events, exactly as `replay` prints them;
 - `scores.json` (with a truth file): delay, true/false positives, misses (`stream_monitor.scoring`);
 - `reference.json`: per key×signal mean and sd of the replayed values, usable as a calibration
   `reference` when the replayed period is known to be healthy.
@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 
 from stream_monitor.config import Config
+from stream_monitor.core.alerts import ALERT_TYPE
 from stream_monitor.core.events import PREDICTION, Decoded, Record
 from stream_monitor.core.monitor import Monitor
 from stream_monitor.core.settings import MonitorSettings
@@ -72,10 +73,19 @@ class RecordingMonitor(Monitor):
 
 @dataclass
 class BacktestResult:
+    # drift_detected and drift_resolved events, in order (`detected` counts the former)
     alerts: list[dict[str, Any]] = field(default_factory=list)
     positions: list[int] = field(default_factory=list)  # per alert: its model's prediction index
     series: dict[SeriesKey, list[float]] = field(default_factory=dict)
     score: Score | None = None
+
+    @property
+    def detected(self) -> int:
+        return sum(1 for event in self.alerts if event["type"] == ALERT_TYPE)
+
+    @property
+    def resolved(self) -> int:
+        return len(self.alerts) - self.detected
 
 
 def read_truth(path: Path) -> list[tuple[str, int | None]]:
@@ -127,6 +137,7 @@ def run_backtest(
         detections = [
             Detection(event["data"]["model"], index, _label(event))
             for event, index in zip(result.alerts, result.positions, strict=True)
+            if event["type"] == ALERT_TYPE  # a drift_resolved event detects nothing
         ]
         changes = [(model, index) for model, index in truth_points if index is not None]
         result.score = score(changes, detections, max_delay)
@@ -163,7 +174,13 @@ def write_report(result: BacktestResult, report_dir: Path) -> list[Path]:
     for number, key in enumerate(sorted(result.series), start=1):
         plot = report_dir / f"{number}.png"
         alerts = by_series.get(key, [])
-        _plot(key, result.series[key], [observations for observations, _ in alerts], plot)
+        _plot(
+            key,
+            result.series[key],
+            [seen for seen, event in alerts if event["type"] == ALERT_TYPE],
+            [seen for seen, event in alerts if event["type"] != ALERT_TYPE],
+            plot,
+        )
         written.append(plot)
         rows.append((key, plot.name, alerts))
     written[0].write_text(_html(rows, result), encoding="utf-8")
@@ -183,7 +200,9 @@ def _reference(result: BacktestResult) -> dict[str, Any]:
     return {"signals": signals}
 
 
-def _plot(key: SeriesKey, values: list[float], alerts: list[int], path: Path) -> None:
+def _plot(
+    key: SeriesKey, values: list[float], alerts: list[int], resolved: list[int], path: Path
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")  # files only, never a window
@@ -199,7 +218,11 @@ def _plot(key: SeriesKey, values: list[float], alerts: list[int], path: Path) ->
     axes.plot(xs, ys, linewidth=0.7, color="#1f77b4")
     for observation in alerts:
         axes.axvline(observation, color="#d62728", linewidth=1.2)
+    for observation in resolved:
+        axes.axvline(observation, color="#2ca02c", linewidth=1.2, linestyle="--")
     title = f"{key[0]} · {key[1]} · {key[2]}: {len(alerts)} alerts"
+    if resolved:
+        title += f", {len(resolved)} resolved"
     if chunk > 1:
         title += f" (means of {chunk} values)"
     axes.set_title(title, fontsize=9)
@@ -217,7 +240,8 @@ def _html(
         "<!doctype html><html><head><meta charset='utf-8'><title>stream-monitor backtest</title>",
         "<style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 8px;text-align:left}"
         "img{max-width:100%}</style></head><body><h1>stream-monitor backtest</h1>",
-        f"<p>{len(result.alerts)} alerts over {len(rows)} signals.</p>",
+        f"<p>{result.detected} alerts ({result.resolved} resolved) over {len(rows)} signals; "
+        "on the plots, alerts are red lines, resolved events green dashes.</p>",
     ]
     if result.score is not None:
         summary = result.score.summary()
@@ -241,9 +265,14 @@ def _html(
             parts.append("<th>event time</th><th>id</th></tr>")
             for observations, event in alerts:
                 data = event["data"]
+                what = (
+                    data["severity"]
+                    if event["type"] == ALERT_TYPE
+                    else f"resolved (closes {data['resolves']})"
+                )
                 parts.append(
                     f"<tr><td>{observations}</td><td>{escape(data['rule'])}</td>"
-                    f"<td>{escape(data['severity'])}</td><td>{escape(str(data['event_time']))}</td>"
+                    f"<td>{escape(what)}</td><td>{escape(str(data['event_time']))}</td>"
                     f"<td>{escape(event['id'])}</td></tr>"
                 )
             parts.append("</table>")

@@ -138,7 +138,9 @@ def replay(
     click.echo(
         f"replayed {summary.events['prediction']} predictions and {summary.events['label']} labels; "
         f"{joins.get('matched', 0)} joined; {summary.bad_lines} bad lines skipped; "
-        f"{summary.alerts} alerts" + (f" ({by_model})" if by_model else ""),
+        f"{summary.alerts} alerts"
+        + (f" ({by_model})" if by_model else "")
+        + (f"; {summary.resolved} resolved" if summary.resolved else ""),
         err=True,
     )
 
@@ -222,9 +224,10 @@ def demo(events: int, rate: float, label_delay: float, seed: int) -> None:
     console.print()
     console.print(summary_table(summary))
     state = "finished" if summary.completed else "stopped early"
+    resolved = f" ({summary.resolved} resolved)" if summary.resolved else ""
     console.print(
         f"{state} in {summary.seconds:.0f}s: {summary.predictions:,} predictions and {summary.labels:,} labels "
-        f"published, {summary.processed:,} events processed, {len(summary.alerts)} alerts, "
+        f"published, {summary.processed:,} events processed, {summary.detected} alerts{resolved}, "
         f"{summary.dead_letters} dead letters."
     )
     console.print(
@@ -655,7 +658,9 @@ def backtest(
     except StreamMonitorError as exc:
         raise click.ClickException(str(exc)) from exc
     write_report(result, report_dir)
-    line = f"{len(result.alerts)} alerts over {len(result.series)} signals"
+    line = f"{result.detected} alerts over {len(result.series)} signals"
+    if result.resolved:
+        line += f" ({result.resolved} resolved)"
     if result.score is not None:
         summary = result.score.summary()
         line += (

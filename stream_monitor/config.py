@@ -30,9 +30,17 @@ from pydantic import (
     model_validator,
 )
 
-from stream_monitor.core.calibration import Calibration, Reference
+from stream_monitor.core.calibration import DEFAULT_CLIP, DEFAULT_WARMUP, Calibration, Reference
 from stream_monitor.core.detectors import DetectorRule
-from stream_monitor.core.settings import Limits, ModelSettings, MonitorSettings
+from stream_monitor.core.settings import (
+    DEFAULT_DETECTORS,
+    DEFAULT_MIN_EFFECT,
+    DEFAULT_RESOLVE_MARGIN,
+    DEFAULT_SIGNALS,
+    Limits,
+    ModelSettings,
+    MonitorSettings,
+)
 from stream_monitor.errors import ConfigError
 
 ENV_PREFIX = "STREAM_MONITOR__"
@@ -71,7 +79,8 @@ class CalibrateSpec(_Strict):
     See docs/detection-quality.md for the method and its assumptions.
     """
 
-    warmup: int = Field(default=1000, ge=2)  # values per key×signal that estimate mean and sd
+    # values per key×signal that set its reference (a 0/1 series: until it saw 10 of each value)
+    warmup: int = Field(default=DEFAULT_WARMUP, ge=2)
     # JSON file of {"signals": {"<signal>" or "<monitor key>/<signal>": {"mean": m, "sd": s}}}
     # (with "binary": true for a 0/1 signal, whose sd then follows from its mean)
     # (as written by `stream-monitor backtest`); series it lists skip the warm-up.
@@ -79,6 +88,15 @@ class CalibrateSpec(_Strict):
     arl0: float = Field(default=100_000, ge=1)  # mean events between false alarms, per key
     family_size: int = Field(default=10, ge=1)  # series per key sharing that budget
     shift: float = Field(default=1.0, gt=0)  # mean shift, in sd, to detect fastest
+    # Page-Hinkley on a 0/1 series: the relative change of its rarer outcome's rate to detect
+    # fastest (0.4: × 1.4 or × 0.6), instead of `shift`.
+    rate_change: float | None = Field(default=None, gt=0)
+    # Which series this rule watches: "continuous", "binary" (0/1) or "any"; on the other kind
+    # it goes dormant after the warm-up.
+    series: Literal["any", "continuous", "binary"] = "any"
+    statistic: Literal["mean", "spread"] = "mean"  # spread: the variance, with adwin only
+    # Standardised values beyond ±clip count as ±clip (continuous series; null: no clipping).
+    clip: float | None = Field(default=DEFAULT_CLIP, gt=0)
 
     def calibration(self, where: str) -> Calibration:
         return Calibration(
@@ -86,6 +104,10 @@ class CalibrateSpec(_Strict):
             arl0=self.arl0,
             family_size=self.family_size,
             shift=self.shift,
+            rate_change=self.rate_change,
+            series=self.series,
+            statistic=self.statistic,
+            clip=self.clip,
             reference=read_reference(self.reference, where) if self.reference else None,
         )
 
@@ -124,7 +146,8 @@ class DetectorSpec(_Strict):
 
 
 class SignalRules(_Strict):
-    """Detector rule names per signal kind. None inherits; an empty list switches the kind off."""
+    """Detector rule names per signal kind. None inherits (top level: the built-in defaults; a
+    model rule: the top level's); an empty list switches the kind off."""
 
     performance: list[str] | None = None
     prediction: list[str] | None = None
@@ -156,10 +179,26 @@ class KeyBy(_Strict):
     segment: list[str] = Field(default_factory=list)
 
 
+class ResolveConfig(_Strict):
+    """When an alerted signal is back at its pre-change level, publish `drift_resolved`."""
+
+    enabled: bool = True
+    # Back means within this fraction of the alerted shift from the pre-change level (0.25: it
+    # came three quarters of the way back); a signal between that and its alerted level stays
+    # alerted, so it does not flap. The evidence needed is set for about one false resolve per
+    # 1e6 values of a signal still at its alerted level (core/lifecycle.py).
+    margin: float = Field(default=DEFAULT_RESOLVE_MARGIN, gt=0, lt=1)
+
+
 class AlertsConfig(_Strict):
     source: str = "stream-monitor"
     # After an alert, the same detector on the same key stays quiet for this many observations.
     cooldown: int = Field(default=1000, ge=0)
+    # Detections whose effect size is below this are not alerted (counted in
+    # stream_monitor_detections_negligible_total): standard deviations for a mean, |log2| of
+    # the ratio of a 0/1 rate's rarer outcome (1 = doubled or halved) or of a spread's sd.
+    min_effect: float = Field(default=DEFAULT_MIN_EFFECT, ge=0)
+    resolve: ResolveConfig = Field(default_factory=ResolveConfig)
     max_likely_causes: int = Field(default=5, ge=0)
     # A feature "moved" when its recent mean is this many standard deviations from its baseline.
     likely_cause_min_shift: float = Field(default=0.5, ge=0)
@@ -385,12 +424,16 @@ class ForwardConfig(_Strict):
 
 
 class Config(_Strict):
+    # The built-in rules (core/settings.py: calibrated rate, mean and spread, and river's raw
+    # adwin and page_hinkley), and the config's own: a rule of the same name replaces one.
     detectors: dict[str, DetectorSpec] = Field(
-        default_factory=lambda: {"adwin": DetectorSpec(type="adwin")}
+        default_factory=lambda: {
+            name: DetectorSpec.model_validate(spec) for name, spec in DEFAULT_DETECTORS.items()
+        }
     )
     signals: SignalRules = Field(
         default_factory=lambda: SignalRules(
-            performance=["adwin"], prediction=["adwin"], feature=["adwin"], data_quality=["adwin"]
+            **{kind: list(names) for kind, names in DEFAULT_SIGNALS.items()}
         )
     )
     models: list[ModelRule] = Field(default_factory=lambda: [ModelRule()])
@@ -403,6 +446,14 @@ class Config(_Strict):
     kafka: KafkaConfig = Field(default_factory=KafkaConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     forward: ForwardConfig = Field(default_factory=ForwardConfig)
+
+    @field_validator("detectors", mode="before")
+    @classmethod
+    def _with_builtins(cls, value: Any) -> Any:
+        """The built-in rules stay available beside the config's own (which win by name)."""
+        if isinstance(value, Mapping):
+            return {**DEFAULT_DETECTORS, **value}
+        return value
 
     @field_validator("detectors")
     @classmethod
@@ -434,11 +485,16 @@ class Config(_Strict):
     def detector_rules(self) -> dict[str, DetectorRule]:
         return {name: spec.rule(name) for name, spec in self.detectors.items()}
 
+    def _kind_rules(self, kind: str) -> tuple[str, ...]:
+        """A kind's rules: as the config names them, else the built-in defaults."""
+        names: list[str] | None = getattr(self.signals, kind)
+        return DEFAULT_SIGNALS[kind] if names is None else tuple(names)
+
     def monitor_settings(self) -> MonitorSettings:
         """The plain settings the core is built from (the core never reads this Config)."""
         return MonitorSettings(
             rules=self.detector_rules(),
-            signals={kind: tuple(getattr(self.signals, kind) or ()) for kind in SIGNAL_KINDS},
+            signals={kind: self._kind_rules(kind) for kind in SIGNAL_KINDS},
             models=tuple(
                 ModelSettings(
                     match=rule.match,
@@ -459,6 +515,9 @@ class Config(_Strict):
             key_by_segment=tuple(self.key_by.segment),
             source=self.alerts.source,
             cooldown=self.alerts.cooldown,
+            min_effect=self.alerts.min_effect,
+            resolve=self.alerts.resolve.enabled,
+            resolve_margin=self.alerts.resolve.margin,
             max_likely_causes=self.alerts.max_likely_causes,
             likely_cause_min_shift=self.alerts.likely_cause_min_shift,
             join_ttl_ms=self.join.ttl,

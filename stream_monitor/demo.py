@@ -22,6 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from stream_monitor.config import build_config
+from stream_monitor.core.alerts import RESOLVED_TYPE, describe_effect
 from stream_monitor.core.state import StateCodec
 from stream_monitor.embedded import EmbeddedBroker
 from stream_monitor.kafka.service import MonitorService
@@ -44,29 +45,58 @@ class DemoSummary:
     completed: bool = False
     seconds: float = 0.0
 
+    @property
+    def resolved(self) -> int:
+        return sum(1 for alert in self.alerts if alert.get("type") == RESOLVED_TYPE)
+
+    @property
+    def detected(self) -> int:
+        return len(self.alerts) - self.resolved
+
+
+def _number(value: float | None) -> str:
+    return "?" if value is None else f"{value:.3g}"
+
 
 def alert_text(alert: dict[str, Any]) -> Text:
     data = alert["data"]
+    if alert.get("type") == RESOLVED_TYPE:
+        return resolved_text(data)
     stats = data["stats"]
-
-    def number(value: float | None) -> str:
-        return "?" if value is None else f"{value:.3g}"
-
     text = Text()
     text.append(f"{data['severity'].upper():8}", style=SEVERITY_STYLE.get(data["severity"], ""))
     text.append(f" {data['monitor_key']}", style="bold")
     text.append(f"  {data['signal_kind']}/{data['signal']}  ")
-    after = (
-        stats.get("mean_recent") if stats.get("mean_recent") is not None else stats["mean_after"]
-    )
-    text.append(f"{number(stats['mean_before'])} -> {number(after)}", style="bold")
-    text.append(f"  ({data['detector']}, {data['observations']} observations)", style="dim")
+    effect = data.get("effect")
+    if effect:
+        text.append(describe_effect(effect), style="bold")
+    else:
+        after = (
+            stats.get("mean_recent")
+            if stats.get("mean_recent") is not None
+            else stats["mean_after"]
+        )
+        text.append(f"{_number(stats['mean_before'])} -> {_number(after)}", style="bold")
+    text.append(f"  ({data['rule']}, {data['observations']} observations)", style="dim")
     causes = data["likely_causes"]
     if causes:
         text.append("  likely causes: ")
         text.append(
             ", ".join(f"{c['feature']} ({c['shift']:+.1f} sd)" for c in causes), style="magenta"
         )
+    return text
+
+
+def resolved_text(data: dict[str, Any]) -> Text:
+    level = data["level"]
+    unit = "sd " if level.get("statistic") == "spread" else ""
+    text = Text()
+    text.append(f"{'RESOLVED':8}", style="bold green")
+    text.append(f" {data['monitor_key']}", style="bold")
+    text.append(f"  {data['signal_kind']}/{data['signal']}  ")
+    text.append(f"back at {unit}{_number(level['now'])}", style="bold")
+    text.append(f" (before {_number(level['before'])}, alerted {_number(level['alerted'])})")
+    text.append(f"  ({data['rule']}, {data['open_for']} observations after the alert)", style="dim")
     return text
 
 
@@ -190,7 +220,7 @@ class Demo:
             Text(f"consumed {service.counters.consumed:,}"),
             Text(f"labels joined {joined:,}"),
             Text(f"lag {max(produced - service.counters.processed, 0):,}"),
-            Text(f"alerts {len(self.summary.alerts)}", style="bold"),
+            Text(f"alerts {self.summary.detected}", style="bold"),
         )
         return table
 
@@ -200,7 +230,7 @@ class Demo:
         for processor in list(service.processors.values()):
             for key, state in list(processor.monitor.keys.items()):
                 if state.performance is not None and state.performance.tracks:
-                    joined[key] = state.performance.tracks[0].seen
+                    joined[key] = max(track.seen for track in state.performance.tracks)
         return joined
 
     def _collect(self, service: MonitorService, simulator: Simulator) -> None:
@@ -220,13 +250,22 @@ def summary_table(summary: DemoSummary) -> Table:
     table.add_column("labels joined", justify="right")
     table.add_column("alerts")
     per_model = summary.per_model
+    resolved = {a["data"]["resolves"] for a in summary.alerts if a.get("type") == RESOLVED_TYPE}
     for model in sorted(per_model):
-        found = [a["data"] for a in summary.alerts if a["data"]["model"] == model]
+        found = [
+            a
+            for a in summary.alerts
+            if a["data"]["model"] == model and a.get("type") != RESOLVED_TYPE
+        ]
         table.add_row(
             model,
             f"{per_model[model]:,}",
             f"{summary.joined.get(model, 0):,}",
-            ", ".join(f"{a['signal_kind']}/{a['signal']} ({a['severity']})" for a in found)
+            ", ".join(
+                f"{a['data']['signal_kind']}/{a['data']['signal']} ({a['data']['severity']}"
+                + (", resolved)" if a["id"] in resolved else ")")
+                for a in found
+            )
             or "none",
         )
     return table

@@ -19,6 +19,7 @@ from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from stream_monitor import __version__
+from stream_monitor.core.alerts import RESOLVED_TYPE
 from stream_monitor.core.join import LABEL_DELAY_BUCKETS, JoinCounters
 from stream_monitor.core.monitor import Monitor
 
@@ -73,6 +74,7 @@ class MonitorTally:
         "detector_updates",
         "invalid",
         "join",
+        "negligible",
         "overflow",
         "quiet",
         "unscorable",
@@ -84,6 +86,7 @@ class MonitorTally:
         self.unscorable = 0
         self.detector_updates = 0
         self.quiet = 0
+        self.negligible = 0
         self.join: dict[str, int] = {}
         self.delay_buckets = [0] * (len(LABEL_DELAY_BUCKETS) + 1)
         self.delay_count = 0
@@ -152,9 +155,21 @@ class Metrics:
             ["model", "signal_kind", "detector"],
             registry=r,
         )
+        self.alerts_resolved = Counter(
+            "stream_monitor_alerts_resolved",
+            "drift_resolved events published (an alerted signal back at its pre-change level), "
+            "by model, signal kind and detector.",
+            ["model", "signal_kind", "detector"],
+            registry=r,
+        )
         self.detections_in_cooldown = Counter(
             "stream_monitor_detections_in_cooldown",
             "Detections not alerted because the key's signal was in its cooldown.",
+            registry=r,
+        )
+        self.detections_negligible = Counter(
+            "stream_monitor_detections_negligible",
+            "Detections not alerted because their effect size was below alerts.min_effect.",
             registry=r,
         )
         self.outputs_suppressed = Counter(
@@ -302,6 +317,9 @@ class Metrics:
         if counters.in_cooldown > tally.quiet:
             self.detections_in_cooldown.inc(counters.in_cooldown - tally.quiet)
             tally.quiet = counters.in_cooldown
+        if counters.negligible > tally.negligible:
+            self.detections_negligible.inc(counters.negligible - tally.negligible)
+            tally.negligible = counters.negligible
         for what, count in counters.overflow.items():
             before = tally.overflow.get(what, 0)
             if count > before:
@@ -329,8 +347,10 @@ class Metrics:
             tally.delay_count = join.delay_count
 
     def count_alert(self, event: dict[str, Any]) -> None:
+        """One published event of the alerts topic: a drift alert, or its drift_resolved."""
         data = event["data"]
-        self.alerts.labels(
+        counter = self.alerts_resolved if event.get("type") == RESOLVED_TYPE else self.alerts
+        counter.labels(
             self.model_label(str(data["model"])), data["signal_kind"], data["detector"]
         ).inc()
 

@@ -19,6 +19,7 @@ from typing import IO, Any
 import orjson
 
 from stream_monitor.config import Config
+from stream_monitor.core.alerts import RESOLVED_TYPE
 from stream_monitor.core.events import LABEL, PREDICTION, Record
 from stream_monitor.core.monitor import Alert, DeadLetter, Monitor
 from stream_monitor.core.settings import MonitorSettings
@@ -36,7 +37,8 @@ _NO_STATE = StateCodec(b"replay-writes-no-state-records")
 class ReplaySummary:
     events: dict[str, int] = field(default_factory=lambda: {PREDICTION: 0, LABEL: 0})
     bad_lines: int = 0
-    alerts: int = 0
+    alerts: int = 0  # drift_detected events
+    resolved: int = 0  # drift_resolved events
     alerts_by_model: dict[str, int] = field(default_factory=dict)
     joins: dict[str, int] = field(default_factory=dict)
 
@@ -119,7 +121,8 @@ def replay(
     errors: IO[str] = sys.stderr,
     partitions: int | None = None,
 ) -> ReplaySummary:
-    """Replay files and write each alert (CloudEvents JSON) as a line, in event-time order."""
+    """Replay files and write each alert (CloudEvents JSON) as a line, in event-time order (a
+    key's drift_resolved events after the alerts they close)."""
     streams = partitioned(predictions, labels, partitions or config.kafka.partitions)
     summary = ReplaySummary()
     alerts: list[tuple[str, int, int, Alert]] = []
@@ -142,6 +145,9 @@ def replay(
 def _write_alerts(alerts: list[Alert], output: IO[bytes], summary: ReplaySummary) -> None:
     for alert in alerts:
         output.write(orjson.dumps(alert.event) + b"\n")
+        if alert.event["type"] == RESOLVED_TYPE:
+            summary.resolved += 1
+            continue
         summary.alerts += 1
         model = alert.event["data"]["model"]
         summary.alerts_by_model[model] = summary.alerts_by_model.get(model, 0) + 1

@@ -135,6 +135,58 @@ def generate(
     )
 
 
+def covariate_shift(
+    *,
+    events: int = 80_000,
+    seed: int = 3,
+    change_at: float = 0.5,
+    label_delay: int = 20_000,
+    step_ms: int = 100,
+    concept: bool = False,
+) -> Scenario:
+    """One classifier, `churn`, whose scores are calibrated probabilities: its labels are drawn
+    from them (P(label) = score), so its expected error 1 - max(p, 1 - p) is its error rate.
+
+    At the change point its input `usage` moves from N(1.5, 1) to N(0.3, 1), towards the decision
+    boundary (covariate shift): predictions become less certain and the model's error rate doubles
+    (0.08 to 0.17), which its scores show at once and its labels `label_delay` predictions later.
+    With `concept=True` its inputs and scores stay the same and 16% of its labels flip instead
+    (concept drift: error 0.08 to 0.22), which its scores cannot show.
+    """
+    rng = random.Random(seed)
+    change = int(events * change_at)
+    predictions: list[dict[str, Any]] = []
+    labels: list[dict[str, Any]] = []
+    for i in range(events):
+        drifted = i >= change
+        usage = rng.gauss(0.3 if drifted and not concept else 1.5, 1.0)
+        tenure = rng.gauss(0.0, 1.0)
+        score = _sigmoid(2.5 * usage + 0.5 * tenure)
+        label = rng.random() < score
+        if concept and drifted and rng.random() < 0.16:
+            label = not label
+        _emit(
+            predictions,
+            labels,
+            "churn",
+            i,
+            BASE_TIME_MS + i * step_ms,
+            label_delay * step_ms,
+            prediction=score >= 0.5,
+            label=label,
+            score=score,
+            features={"usage": round(usage, 4), "tenure": round(tenure, 4)},
+            segment={},
+        )
+    labels.sort(key=lambda event: event["timestamp"])
+    return Scenario(
+        predictions,
+        labels,
+        change_points={"churn": change},
+        description={"scenario": "covariate shift of a calibrated classifier"},
+    )
+
+
 def _emit(
     predictions: list[dict[str, Any]],
     labels: list[dict[str, Any]],

@@ -21,7 +21,7 @@ def test_backtest_report_holds_the_detections_and_scores_them(tmp_path: Path) ->
     result = run_cli(
         "backtest",
         "--config",
-        "configs/calibrated.yaml",
+        "configs/example.yaml",
         "--predictions",
         str(tmp_path / "p.jsonl"),
         "--labels",
@@ -39,17 +39,20 @@ def test_backtest_report_holds_the_detections_and_scores_them(tmp_path: Path) ->
     # Change at prediction 2000 of each; credit's error is only seen through labels that arrive
     # 60 s (600 predictions) later, fraud's input moves at once.
     assert [(c["stream"], c["detected_at"], c["delay"], c["by"]) for c in scores["changes"]] == [
-        ("credit", 2670, 670, "credit performance error / calibrated_ph"),
-        ("fraud", 2025, 25, "fraud feature amount / calibrated_ph"),
+        ("credit", 2773, 773, "credit performance error / rate"),
+        ("fraud", 2045, 45, "fraud feature amount / mean"),
     ]
-    assert scores["duplicates"] == len(alerts) - 2
+    detected = [a for a in alerts if a["type"] == "stream_monitor.drift_detected"]
+    # fraud's score and estimated error moved with its amount: the same change, seen twice more
+    assert scores["duplicates"] == len(detected) - 2 == 2
 
     index = (report / "index.html").read_text()
     for alert in alerts:
         assert alert["id"] in index  # every detection is listed in the page
     images = sorted(report.glob("*.png"))
-    # One plot per key×signal, each a real PNG, each shown on the page.
-    assert len(images) == 24
+    # One plot per key×signal, each a real PNG, each shown on the page (credit's and fraud's
+    # estimated error from their scores included).
+    assert len(images) == 26
     for image in images:
         assert image.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
         assert f"src='{image.name}'" in index

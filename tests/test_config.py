@@ -47,6 +47,21 @@ from tests.helpers import ROOT
             "kafka.bootstrap_server: Extra inputs are not permitted",
         ),
         ({"typo": 1}, "typo: Extra inputs are not permitted"),
+        ({"alerts": {"min_effect": -1}}, "alerts.min_effect: Input should be greater than or"),
+        ({"alerts": {"resolve": {"margin": 1.5}}}, "alerts.resolve.margin: Input should be less"),
+        ({"alerts": {"resolve": {"after": 3}}}, "alerts.resolve.after: Extra inputs are not"),
+        (
+            {"detectors": {"v": {"type": "page_hinkley", "calibrate": {"statistic": "spread"}}}},
+            "detectors.v.calibrate: statistic 'spread' needs an adwin detector",
+        ),
+        (
+            {"detectors": {"v": {"type": "adwin", "calibrate": {"series": "binary-ish"}}}},
+            "detectors.v.calibrate.series: Input should be 'any', 'continuous' or 'binary'",
+        ),
+        (
+            {"detectors": {"v": {"type": "adwin", "calibrate": {"clip": 0}}}},
+            "detectors.v.calibrate.clip: Input should be greater than 0",
+        ),
     ],
 )
 def test_errors_name_the_offending_key(data: dict, message: str) -> None:
@@ -99,3 +114,25 @@ def test_static_membership_gives_each_instance_its_own_group_instance_id() -> No
     static = build_config({"kafka": {**kafka, "static_membership": True}}, environ={})
     assert consumer_settings(static)["group.instance.id"] == "fraud-pod-0"
     assert "group.instance.id" not in consumer_settings(build_config({"kafka": kafka}, environ={}))
+
+
+def test_built_in_rules_stay_available_and_a_kind_left_out_keeps_its_defaults() -> None:
+    """A config that tunes one rule (river's `adwin`, say) or names the rules of one kind keeps
+    the built-in calibrated defaults for everything else."""
+    config = build_config(
+        {
+            "detectors": {"adwin": {"type": "adwin", "params": {"delta": 0.01}}},
+            "signals": {"feature": ["adwin"]},
+        },
+        environ={},
+    )
+    settings = config.monitor_settings()
+    assert settings.signals == {
+        "performance": ("rate", "mean"),
+        "prediction": ("rate", "mean"),
+        "feature": ("adwin",),
+        "data_quality": ("rate",),
+    }
+    assert settings.rules["adwin"].params["delta"] == 0.01
+    assert settings.rules["mean"].calibration is not None
+    assert settings.min_effect == 0.2 and settings.resolve and settings.resolve_margin == 0.25

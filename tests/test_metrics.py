@@ -201,3 +201,56 @@ def test_probes_answer_with_status_codes_and_a_json_body() -> None:
         status, body = get("/metrics")
         assert status == 200 and b"stream_monitor_build_info{" in body
         assert get("/nope")[0] == 404
+
+
+def test_negligible_detections_and_resolved_events_are_counted() -> None:
+    """Detections dropped by alerts.min_effect flow like cooldowns: counted by the core, diffed
+    once per batch. Published drift_resolved events have their own counter."""
+    import random
+
+    rng = random.Random(4)
+    values = [rng.gauss(0.0, 1.0) for _ in range(20_000)] + [
+        rng.gauss(0.15, 1.0) for _ in range(40_000)
+    ]
+    m = monitor(
+        signals={"feature": ["adwin"], "prediction": [], "performance": [], "data_quality": []}
+    )
+    metrics, tally = Metrics(), MonitorTally()
+    events = [prediction(i, features={"x": v}) for i, v in enumerate(values)]
+    assert m.process(records(PREDICTION, events[:30_000])).alerts == []
+    metrics.report_monitor(m, tally)
+    m.process(records(PREDICTION, events[30_000:]))
+    metrics.report_monitor(m, tally)
+    metrics.report_monitor(m, tally)
+    assert m.counters.negligible == 1
+    assert samples(metrics)[("stream_monitor_detections_negligible_total", ())] == 1
+
+    from stream_monitor.core.alerts import build_resolved
+    from tests.forward.support import drift_alert
+
+    detected = drift_alert(1)
+    data = detected["data"]
+    metrics.count_alert(detected)
+    metrics.count_alert(
+        build_resolved(
+            source="s",
+            resolves=detected["id"],
+            key_id=data["monitor_key"],
+            model=data["model"],
+            model_version=None,
+            segment={},
+            signal_kind=data["signal_kind"],
+            signal=data["signal"],
+            rule=data["rule"],
+            detector=data["detector"],
+            observations=2000,
+            opened_at=data["observations"],
+            time_ms=None,
+            level={"statistic": "rate", "before": 0.1, "alerted": 0.3, "now": 0.1},
+            position=None,
+        )
+    )
+    labels = (("detector", "adwin"), ("model", "credit"), ("signal_kind", "performance"))
+    got = samples(metrics)
+    assert got[("stream_monitor_alerts_total", labels)] == 1
+    assert got[("stream_monitor_alerts_resolved_total", labels)] == 1

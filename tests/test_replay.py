@@ -6,10 +6,11 @@ import subprocess
 from pathlib import Path
 
 import orjson
+import pytest
 
 from stream_monitor.core.events import decode
 from stream_monitor.scenarios import Scenario, generate
-from tests.helpers import T0, run_cli
+from tests.helpers import ROOT, T0, run_cli
 
 CHANGE = 3000
 
@@ -53,13 +54,18 @@ def test_replay_finds_both_changes_after_their_change_points_and_nothing_on_the_
     assert credit["severity"] == "critical"
     fraud = found[("fraud", "feature", "amount")]
     assert fraud["observations"] > CHANGE
+    assert fraud["effect"]["shift"] == pytest.approx(1.5, abs=0.2)  # the scenario's +1.5 sd
     assert ("fraud", "prediction", "score") in found
+    # fraud's scores move towards 0.5: its estimated error rises with no label needed (its labels
+    # show no change: the simulated scores are not calibrated, docs/detection-quality.md)
+    assert ("fraud", "performance", "estimated_error") in found
+    assert ("credit", "performance", "estimated_error") not in found  # only its labels changed
     assert all(a["observations"] > CHANGE for a in alerts)
     assert not [a for a in alerts if a["model"] == "eta"]
     assert (
-        "replayed 18000 predictions and 18000 labels; 18000 joined; 0 bad lines skipped; 3 alerts"
-        in result.stderr
-    )
+        "replayed 18000 predictions and 18000 labels; 18000 joined; 0 bad lines skipped; "
+        "4 alerts (credit: 1, fraud: 3)\n"
+    ) in result.stderr
 
 
 def test_replay_reads_kcat_envelopes_and_reports_bad_lines_by_number(tmp_path: Path) -> None:
@@ -140,3 +146,34 @@ def test_example_config_raises_nothing_on_stationary_data(tmp_path: Path) -> Non
     assert result.returncode == 0, result.stderr
     assert result.stdout == ""
     assert "18000 joined; 0 bad lines skipped; 0 alerts" in result.stderr
+
+
+def test_river_config_keeps_rivers_golden_indices_through_replay(tmp_path: Path) -> None:
+    """configs/river.yaml: river's raw defaults, ADWIN at index 1023 and Page-Hinkley at 1006 on
+    river's docstring stream, through the real command."""
+    from tests.helpers import golden_stream
+
+    write_jsonl(
+        tmp_path / "p.jsonl",
+        [
+            {"prediction_id": f"p{i}", "model": "m", "prediction": 1, "features": {"x": value}}
+            for i, value in enumerate(golden_stream())
+        ],
+    )
+    river = (ROOT / "configs" / "river.yaml").read_text()
+    with_ph = tmp_path / "river-ph.yaml"
+    with_ph.write_text(
+        river.replace(
+            '  - match: "*"           # glob on the model name; the first matching rule wins',
+            '  - match: "*"\n    overrides: {x: [page_hinkley]}',
+        )
+    )
+    for config, rule, index in (
+        ("configs/river.yaml", "adwin", 1023),
+        (str(with_ph), "page_hinkley", 1006),
+    ):
+        result = run_cli("replay", "--config", config, "--predictions", str(tmp_path / "p.jsonl"))
+        assert result.returncode == 0, result.stderr
+        first = orjson.loads(result.stdout.splitlines()[0])["data"]
+        assert (first["signal"], first["rule"]) == ("x", rule)
+        assert first["source_position"]["offset"] == index + 1  # JSONL lines count from 1

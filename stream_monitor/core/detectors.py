@@ -64,10 +64,9 @@ def _load_page_hinkley(detector: PageHinkley, state: DetectorState) -> None:
 
 
 def _prime_adwin(detector: ADWIN, n: int) -> None:
-    # ADWIN keeps a window of values: give it one with the warm-up's standardised mean (0) and
-    # variance (1), so a change right after the warm-up has something to be compared with.
-    for i in range(min(n, PRIME_LIMIT)):
-        detector.update(1.0 if i % 2 else -1.0)
+    # Nothing to prime: a calibrated ADWIN is fed during the warm-up already, through the fixed
+    # affine map of the first values (core.calibration), so its window holds real values.
+    return
 
 
 def _prime_page_hinkley(detector: PageHinkley, n: int) -> None:
@@ -75,10 +74,6 @@ def _prime_page_hinkley(detector: PageHinkley, n: int) -> None:
     # warm-up has mean 0 by construction, so that is where the running mean starts.
     detector._x_mean.n = float(n)
     detector._x_mean._mean = 0.0
-
-
-# ADWIN's window compresses old values anyway; more prime values would only cost time.
-PRIME_LIMIT = 1000
 
 
 class DetectorType:
@@ -158,9 +153,12 @@ class DetectorRule:
                 )
             merged[key] = value
         self.calibration = calibration
-        self.params = (
-            merged if calibration is None else calibration.detector_params(type_name, merged)
-        )
+        try:
+            self.params = (
+                merged if calibration is None else calibration.detector_params(type_name, merged)
+            )
+        except ValueError as exc:
+            raise ConfigError(f"detectors.{name}.calibrate: {exc}") from exc
         try:
             self.create()
         except (TypeError, ValueError) as exc:

@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from stream_monitor.core.alerts import build_alert
+from stream_monitor.core.alerts import build_alert, build_resolved
+from stream_monitor.core.effects import MEAN, RATE, SPREAD
 from stream_monitor.core.events import (
     LABEL,
     MAX_MAGNITUDE,
@@ -28,17 +29,22 @@ from stream_monitor.core.events import (
     record_time,
 )
 from stream_monitor.core.join import JoinKey, LabelJoin, Pending, WaitingLabel
+from stream_monitor.core.lifecycle import Incident
 from stream_monitor.core.settings import MonitorSettings
 from stream_monitor.core.signals import (
     DATA_QUALITY,
+    DORMANT,
+    DRIFT,
+    ESTIMATED_ERROR,
     FEATURE,
     PERFORMANCE,
-    RECENT_ALPHA,
+    RESOLVED,
     FeatureSlot,
     KeyState,
     ModelPlan,
     Signal,
     Track,
+    is_rate_signal,
     resolve_plan,
 )
 from stream_monitor.core.signals import PREDICTION as PREDICTION_SIGNAL
@@ -97,7 +103,9 @@ class MonitorCounters:
         "events",
         "in_cooldown",
         "invalid",
+        "negligible",
         "overflow",
+        "resolved",
         "unmonitored",
         "unscorable",
     )
@@ -107,7 +115,9 @@ class MonitorCounters:
         self.invalid: dict[str, int] = {}
         self.detector_updates = 0
         self.alerts: dict[tuple[str, str], int] = {}  # (signal kind, detector) -> count
+        self.resolved: dict[tuple[str, str], int] = {}  # drift_resolved events, the same way
         self.in_cooldown = 0  # detections inside a cooldown, not alerted
+        self.negligible = 0  # detections whose effect is below alerts.min_effect, not alerted
         self.unmonitored = 0  # valid events of models no rule matches
         # what a bound of `Limits` turned away: "keys", "features", "feature_names"
         self.overflow: dict[str, int] = {}
@@ -276,6 +286,8 @@ class Monitor:
             signal = predictions[name] = state.new_signal(PREDICTION_SIGNAL, name)
         if signal is not None:
             observe(state, signal, value)  # type: ignore[arg-type]
+        if score is not None and 0.0 <= score <= 1.0 and state.task != "regression":
+            self._estimate(state, event.prediction, score)
 
         # features and their data quality
         features = event.features or _EMPTY
@@ -304,6 +316,19 @@ class Monitor:
                     self._performance(state, event.prediction, waiting.label)
                 except WrongType:  # the label's fault, and the label is long gone
                     self.counters.unscorable += 1
+
+    def _estimate(self, state: KeyState, prediction: Any, score: float) -> None:
+        """`estimated_error` of a classifier from its score, before any label: the expected error
+        1 - max(p, 1 - p) of a calibrated probability p decided at 0.5 (the same whether `score`
+        is the positive class's probability or the predicted class's)."""
+        if type(prediction) is float:
+            return  # a number with a score: not a classifier's class
+        estimated = state.estimated
+        if not state.estimating:
+            estimated = state.estimated = state.new_signal(PERFORMANCE, ESTIMATED_ERROR)
+            state.estimating = True
+        if estimated is not None:
+            self._observe(state, estimated, score if score < 0.5 else 1.0 - score)
 
     def _new_feature(self, state: KeyState, name: str) -> FeatureSlot | None:
         limits = self._limits
@@ -407,32 +432,49 @@ class Monitor:
             self._observe(state, state.invalid, 1.0)
 
     def _observe(self, state: KeyState, signal: Signal, value: float) -> None:
-        tracks = signal.tracks
-        recent_alpha = RECENT_ALPHA
+        tracks = signal.active
         for track in tracks:
-            track.update(value)
-            track.seen += 1
-            track.n += 1
-            track.total += value
-            track.total_sq += value * value
-            track.recent += recent_alpha * (value - track.recent)
-            if track.detector._drift_detected:
-                self._drifted(state, signal, track)
+            flags = track.update(value)
+            if flags:
+                self._attend(state, signal, track, flags)
         self.counters.detector_updates += len(tracks)
 
+    def _attend(self, state: KeyState, signal: Signal, track: Track, flags: int) -> None:
+        if flags & DORMANT:
+            signal.refresh()
+        if flags & RESOLVED and track.incident is not None:
+            # Back at the baseline: the detector restarts there, so a detection on the same
+            # value (relative to the regime that just ended) is moot.
+            self._resolve(state, signal, track)
+        elif flags & DRIFT:
+            self._drifted(state, signal, track)
+
     def _drifted(self, state: KeyState, signal: Signal, track: Track) -> None:
+        measured = track.measure()
+        incident = track.incident
+        if incident is not None:
+            if incident.returned(measured.after, measured.effect["window"]):
+                # the change this detection found is the return
+                self._resolve(state, signal, track, measured.after)
+                return
+            if incident.toward(measured.after):
+                # part of the way back: the alert stays open, now aimed at this level
+                incident.retarget(measured.after)
+                track.after_detection()
+                return
+        counters = self.counters
         if track.seen <= track.quiet_until:
-            self.counters.in_cooldown += 1
-            track.reset_window()
+            counters.in_cooldown += 1
+            track.after_detection()
+            return
+        effect = measured.effect
+        if effect["size"] < self.settings.min_effect:
+            counters.negligible += 1
+            track.after_detection()
             return
         track.quiet_until = track.seen + self._cooldown
-        stats = track.window_stats()
-        track.reset_window()
         rule = track.rule
         record = self._record
-        position = (
-            (record.topic, record.partition, record.offset) if record and record.topic else None
-        )
         event = build_alert(
             source=self.source,
             key_id=state.id,
@@ -443,17 +485,91 @@ class Monitor:
             signal=signal.name,
             rule=rule.name,
             detector=rule.type.name,
-            detector_params=rule.params,
+            detector_params=_detector_params(track),
             observations=track.seen,
             time_ms=self._time_ms,
-            stats={key: _round(value) for key, value in stats.items()},
+            stats={key: _round(value) for key, value in measured.stats.items()},
             likely_causes=self._likely_causes(state) if signal.kind == PERFORMANCE else [],
-            position=position,
+            position=_position(record),
+            effect=effect,
         )
-        counters = self.counters.alerts
+        if self.settings.resolve:
+            if incident is None:
+                scaler = track.scaler
+                track.incident = Incident(
+                    (event["id"], track.seen),
+                    measured.baseline,
+                    measured.sd,
+                    measured.after,
+                    self.settings.resolve_margin,
+                    measured.rate,
+                    None if scaler is None else scaler.dump(),
+                    measured.report,
+                    measured.baseline_n,
+                )
+            else:
+                incident.escalate((event["id"], track.seen), measured.after)
+        track.after_detection()
+        if track.spread:
+            self._spread_changed(signal, track)
+        alerts = counters.alerts
         counter_key = (signal.kind, rule.type.name)
-        counters[counter_key] = counters.get(counter_key, 0) + 1
+        alerts[counter_key] = alerts.get(counter_key, 0) + 1
         self._output.alerts.append(Alert(state.id, event, record))
+
+    def _resolve(
+        self, state: KeyState, signal: Signal, track: Track, now: float | None = None
+    ) -> None:
+        """Publish one `drift_resolved` per open alert of `track`; its baseline applies again.
+        `now`: the level the signal is back at (else that of the values that brought it back)."""
+        incident = track.incident
+        assert incident is not None
+        track.incident = None
+        rule = track.rule
+        record = self._record
+        factor = incident.report
+        if now is None:
+            now = incident.now()
+        if now is None:
+            now = incident.baseline
+        statistic = SPREAD if track.spread else RATE if incident.rate is not None else MEAN
+        level = {
+            "statistic": statistic,
+            "before": _round(incident.baseline * factor),
+            "alerted": _round(incident.reported * factor),
+            "now": _round(now * factor),
+        }
+        for alert, opened_at in incident.alerts:
+            event = build_resolved(
+                source=self.source,
+                resolves=alert,
+                key_id=state.id,
+                model=state.model,
+                model_version=state.model_version,
+                segment=state.segment,
+                signal_kind=signal.kind,
+                signal=signal.name,
+                rule=rule.name,
+                detector=rule.type.name,
+                observations=track.seen,
+                opened_at=opened_at,
+                time_ms=self._time_ms,
+                level=level,
+                position=_position(record),
+            )
+            self._output.alerts.append(Alert(state.id, event, record))
+        track.back_to_baseline(incident.saved)
+        if track.spread:
+            self._spread_changed(signal, track)
+        resolved = self.counters.resolved
+        counter_key = (signal.kind, rule.type.name)
+        resolved[counter_key] = resolved.get(counter_key, 0) + len(incident.alerts)
+
+    @staticmethod
+    def _spread_changed(signal: Signal, spread: Track) -> None:
+        for track in signal.tracks:
+            if track is not spread:
+                track.spread_changed()
 
     def _likely_causes(self, state: KeyState) -> list[dict[str, Any]]:
         """The features of this key whose recent mean moved furthest from their baseline."""
@@ -546,17 +662,23 @@ class Monitor:
             if signal is None:
                 continue
             saved = {track[0]: track for track in tracks}
+            rate = is_rate_signal(name)
             signal.tracks = [
-                Track.load(track.rule, saved[track.rule.name])
+                Track.load(track.rule, saved[track.rule.name], rate=rate)
                 if track.rule.name in saved
                 else track
                 for track in signal.tracks
             ]
+            signal.refresh()
             signal.count, signal.baseline, signal.baseline_var, signal.recent = profile
         self.keys[key_id] = state
 
     @staticmethod
     def _signal_slot(state: KeyState, kind: str, name: str) -> Signal | None:
+        if kind == PERFORMANCE and name == ESTIMATED_ERROR:
+            state.estimated = state.new_signal(PERFORMANCE, name)
+            state.estimating = True
+            return state.estimated
         if kind == PERFORMANCE:
             state.performance = state.new_signal(PERFORMANCE, name)
             return state.performance
@@ -574,6 +696,20 @@ class Monitor:
             slot = state.features.get(feature) or state.add_feature(feature)
             return slot.missing
         return None
+
+
+def _position(record: Record | None) -> tuple[str, int, int] | None:
+    return (record.topic, record.partition, record.offset) if record and record.topic else None
+
+
+def _detector_params(track: Track) -> dict[str, Any]:
+    """The rule's parameters, with what calibration tuned for this key×signal (a 0/1 series'
+    Page-Hinkley delta and threshold)."""
+    params = track.rule.params
+    scaler = track.scaler
+    if scaler is None or scaler.threshold is None:
+        return params
+    return {**params, "delta": _round(scaler.delta), "threshold": scaler.threshold}
 
 
 def _is_number(value: Any) -> bool:

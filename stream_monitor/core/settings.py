@@ -11,10 +11,40 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from stream_monitor.core.calibration import Calibration
 from stream_monitor.core.detectors import DetectorRule
 
 SIGNAL_KINDS = ("performance", "prediction", "feature", "data_quality")
 DEFAULT_MAX_EVENT_BYTES = 1_048_576
+
+# The built-in detector rules, as a config names them (`config.py` validates the same data).
+# The defaults per signal kind come from measurements (docs/detection-quality.md):
+# - rate: a 0/1 series (error, missing, invalid and positive-class rates, 0/1 features), with
+#   Page-Hinkley calibrated for a change of 40% of its rarer outcome's rate (0.5 missed 9 of
+#   12 steps of 0.5 -> 0.6, 0.3 was slower on error streams) and the exact
+#   threshold of Bernoulli steps;
+# - mean: a continuous series' level, with ADWIN on clipped standardised values (robust to heavy
+#   tails, no shift size to tune, blind to a pure change of variance);
+# - spread: a continuous series' variance, with ADWIN on |x[2i+1] - x[2i]| (blind to its level);
+#   on features only: on a score or an error a change of spread came with its change of mean,
+#   one more alert for the same change on the same signal.
+# A rule for one kind of series goes dormant on the other. `adwin` and `page_hinkley` are river's
+# raw defaults, kept so that configs naming them go on working (configs/river.yaml).
+DEFAULT_DETECTORS: dict[str, dict[str, Any]] = {
+    "rate": {"type": "page_hinkley", "calibrate": {"series": "binary", "rate_change": 0.4}},
+    "mean": {"type": "adwin", "calibrate": {"series": "continuous"}},
+    "spread": {"type": "adwin", "calibrate": {"series": "continuous", "statistic": "spread"}},
+    "adwin": {"type": "adwin"},
+    "page_hinkley": {"type": "page_hinkley"},
+}
+DEFAULT_SIGNALS: dict[str, tuple[str, ...]] = {
+    "performance": ("rate", "mean"),
+    "prediction": ("rate", "mean"),
+    "feature": ("rate", "mean", "spread"),
+    "data_quality": ("rate",),
+}
+DEFAULT_MIN_EFFECT = 0.2  # Cohen's "small" effect: smaller shifts are not worth an alert
+DEFAULT_RESOLVE_MARGIN = 0.25
 
 
 @dataclass(frozen=True)
@@ -48,11 +78,19 @@ class Limits:
 
 
 def _default_rules() -> dict[str, DetectorRule]:
-    return {"adwin": DetectorRule("adwin", "adwin")}
+    return {
+        name: DetectorRule(
+            name,
+            spec["type"],
+            spec.get("params"),
+            Calibration(**spec["calibrate"]) if "calibrate" in spec else None,
+        )
+        for name, spec in DEFAULT_DETECTORS.items()
+    }
 
 
 def _default_signals() -> dict[str, tuple[str, ...]]:
-    return dict.fromkeys(SIGNAL_KINDS, ("adwin",))
+    return dict(DEFAULT_SIGNALS)
 
 
 @dataclass(frozen=True)
@@ -66,6 +104,12 @@ class MonitorSettings:
     key_by_segment: tuple[str, ...] = ()
     source: str = "stream-monitor"  # the CloudEvents source is "stream-monitor/<source>"
     cooldown: int = 1000
+    # Detections whose effect size is below this are dropped (`MonitorCounters.negligible`).
+    min_effect: float = DEFAULT_MIN_EFFECT
+    # Publish `drift_resolved` when an alerted signal is back within `resolve_margin` of its
+    # pre-change level (`core.lifecycle`).
+    resolve: bool = True
+    resolve_margin: float = DEFAULT_RESOLVE_MARGIN
     max_likely_causes: int = 5
     likely_cause_min_shift: float = 0.5
     join_ttl_ms: int | None = 7 * 86_400_000

@@ -11,13 +11,32 @@ Signal kinds and names:
 from __future__ import annotations
 
 import fnmatch
+import math
 from typing import Any
 
-from stream_monitor.core.calibration import Reference, Scaler
+from stream_monitor.core.calibration import DORMANT as DORMANT_PHASE
+from stream_monitor.core.calibration import LEARNING, READY, Reference, Scaler, clamp_rate
 from stream_monitor.core.detectors import DetectorRule
+from stream_monitor.core.effects import (
+    BLOCK,
+    MEAN,
+    RATE,
+    RING,
+    RING_MASK,
+    SPREAD,
+    Ring,
+    measure,
+    rate_block_size,
+    split,
+)
+from stream_monitor.core.lifecycle import Incident
 from stream_monitor.core.settings import ModelSettings, MonitorSettings
+from stream_monitor.errors import StateError
+
+TRACK_FORMAT = 2  # the second item of a dumped track (0.2's tracks had a detector state there)
 
 PERFORMANCE = "performance"
+ESTIMATED_ERROR = "estimated_error"
 PREDICTION = "prediction"
 FEATURE = "feature"
 DATA_QUALITY = "data_quality"
@@ -88,118 +107,548 @@ def resolve_plan(settings: MonitorSettings, model: str) -> ModelPlan | None:
     return None
 
 
-class Track:
-    """One detector on one signal of one key, plus the running sums that explain its alerts.
+# What a track's `update` reports, as bit flags (0: nothing to do).
+DRIFT = 1  # its detector fired
+RESOLVED = 2  # its open alert's signal is back at its pre-change level
+DORMANT = 4  # it stopped watching this series (a rule for another kind of series)
 
-    `n`, `total` and `total_sq` cover the values since the detector last reset (river resets a
-    detector on the update after it fires), so at a detection they describe its whole window.
-    They stay in the signal's units; with a calibrated rule only the detector sees standardised
-    values, through `scaler`.
+# 0/1 signals by construction: an uncalibrated track measures their effect as a rate.
+RATE_SIGNALS = ("error", "positive_rate", "invalid_rate")
+
+
+def is_rate_signal(name: str) -> bool:
+    return name in RATE_SIGNALS or name.startswith("missing_rate:")
+
+
+class Track:
+    """One detector on one signal of one key: the per-value work, and what explains its alerts.
+
+    Per value (`update`, one of the `_...` methods below, chosen by the phase): the running sums
+    since the detector's last reset (`total`; `total_sq` for an uncalibrated rule, whose effect
+    needs a pooled sd; `n` is `seen - start`), in the signal's units, the
+    detector (fed the standardised, clipped value once calibrated), a ring of recent block sums
+    that effect sizes are measured on (`core.effects`), and the open alert's resolve test
+    (`core.lifecycle`). It returns bit flags: DRIFT, RESOLVED, DORMANT. With a calibrated rule
+    the warm-up and the reference live in `scaler` (`core.calibration`); a `spread` rule pairs
+    values and watches |x[2i+1] - x[2i]|.
     """
 
     __slots__ = (
+        "block",
+        "block_size",
+        "blocks",
+        "clip",
         "detector",
-        "n",
+        "feed",
+        "feeding",
+        "fill",
+        "gap_total",
+        "gaps",
+        "incident",
+        "inverse",
+        "learning",
+        "offset",
+        "prev",
         "quiet_until",
-        "recent",
+        "rate",
+        "ring",
         "rule",
         "scaler",
         "seen",
+        "slot",
+        "spread",
+        "start",
         "total",
         "total_sq",
         "update",
     )
 
     def __init__(
-        self, rule: DetectorRule, detector: Any = None, reference: Reference | None = None
+        self,
+        rule: DetectorRule,
+        detector: Any = None,
+        reference: Reference | None = None,
+        *,
+        rate: bool = False,
     ) -> None:
         self.rule = rule
         self.detector = rule.create() if detector is None else detector
+        self.feed = self.detector.update
+        self.rate = rate  # an uncalibrated track on a 0/1 signal (error, missing rate, ...)
         calibration = rule.calibration
         self.scaler: Scaler | None = None
-        if calibration is None:
-            self.update = self.detector.update
-        else:
-            self.scaler = calibration.scaler(
-                self.detector, rule.type.prime, rule.type.name == "page_hinkley", reference
-            )
-            self.update = self.scaler.update
+        self.spread = False
+        if calibration is not None:
+            self.scaler = Scaler(calibration, rule.type.name == "adwin", reference)
+            self.spread = calibration.statistic == "spread"
         self.seen = 0  # values this detector has seen for this key, ever
-        self.n = 0
+        self.start = 0  # `seen` at the detector's last reset: `n` values since then
         self.total = 0.0
         self.total_sq = 0.0
-        self.recent = 0.0
         self.quiet_until = -1  # cooldown: detections up to this `seen` count are suppressed
+        self.ring = [0.0] * RING
+        self.slot = self.blocks = self.fill = 0
+        self.block = 0.0
+        self.block_size = BLOCK
+        self.prev: float | None = None  # a spread's first value of a pair
+        self.gaps = 0  # a spread's pairs since the detector's last reset, and their gaps' sum
+        self.gap_total = 0.0
+        self.incident: Incident | None = None
+        self.offset = 0.0
+        self.inverse = 1.0
+        self.clip = math.inf
+        self.learning = self.feeding = False
+        self._configure(fresh=True)
+
+    # --- per value ---------------------------------------------------------------------------
+    def _raw(self, x: float) -> int:
+        """An uncalibrated rule: the detector sees the value as it is."""
+        self.seen += 1
+        self.total += x
+        self.total_sq += x * x  # for the pooled sd of an uncalibrated track's effect
+        self.feed(x)
+        fill = self.fill + 1
+        if fill == self.block_size:
+            slot = self.slot
+            self.ring[slot] = self.block + x
+            self.slot = (slot + 1) & RING_MASK
+            if self.blocks < RING:
+                self.blocks += 1
+            self.block = 0.0
+            self.fill = 0
+        else:
+            self.block += x
+            self.fill = fill
+        incident = self.incident
+        flags = RESOLVED if incident is not None and incident.step(x) else 0
+        if self.detector._drift_detected:
+            flags |= DRIFT
+        return flags
+
+    def _mean(self, x: float) -> int:
+        """A calibrated mean or rate: the detector sees (x - offset) / unit, clipped."""
+        self.seen += 1
+        self.total += x
+        z = (x - self.offset) * self.inverse
+        clip = self.clip
+        if z > clip:
+            z = clip
+        elif z < -clip:
+            z = -clip
+        self.feed(z)
+        fill = self.fill + 1
+        if fill == self.block_size:
+            slot = self.slot
+            self.ring[slot] = self.block + x
+            self.slot = (slot + 1) & RING_MASK
+            if self.blocks < RING:
+                self.blocks += 1
+            self.block = 0.0
+            self.fill = 0
+        else:
+            self.block += x
+            self.fill = fill
+        incident = self.incident
+        flags = RESOLVED if incident is not None and incident.step(x) else 0
+        if self.learning:
+            return flags | self._learn(x)
+        if self.detector._drift_detected:
+            flags |= DRIFT
+        return flags
+
+    def _spread(self, x: float) -> int:
+        """A calibrated spread: the detector sees |x[2i+1] - x[2i]| / unit, clipped, per pair."""
+        self.seen += 1
+        self.total += x
+        prev = self.prev
+        if prev is None:
+            self.prev = x
+            return self._learn(x) if self.learning else 0
+        self.prev = None
+        gap = abs(x - prev)
+        self.gaps += 1
+        self.gap_total += gap
+        flags = 0
+        if self.feeding:
+            a = gap * self.inverse
+            self.feed(a if a < self.clip else self.clip)
+            if self.learning:
+                self.scaler.learn_pair(a)  # type: ignore[union-attr]
+        fill = self.fill + 1
+        if fill == self.block_size:
+            slot = self.slot
+            self.ring[slot] = self.block + gap
+            self.slot = (slot + 1) & RING_MASK
+            if self.blocks < RING:
+                self.blocks += 1
+            self.block = 0.0
+            self.fill = 0
+        else:
+            self.block += gap
+            self.fill = fill
+        incident = self.incident
+        if incident is not None and incident.step(gap):
+            flags = RESOLVED
+        if self.learning:
+            return flags | self._learn(x)
+        if self.detector._drift_detected:
+            flags |= DRIFT
+        return flags
+
+    def _learning(self, x: float) -> int:
+        """A calibrated mean or rate in its warm-up, before its detector sees anything."""
+        self.seen += 1
+        self.total += x
+        self._keep(x)
+        incident = self.incident
+        flags = RESOLVED if incident is not None and incident.step(x) else 0
+        return flags | self._learn(x)
+
+    def _dormant(self, x: float) -> int:
+        return 0
+
+    def _keep(self, value: float) -> None:
+        fill = self.fill + 1
+        if fill == self.block_size:
+            self.ring[self.slot] = self.block + value
+            self.slot = (self.slot + 1) & RING_MASK
+            if self.blocks < RING:
+                self.blocks += 1
+            self.block = 0.0
+            self.fill = 0
+        else:
+            self.block += value
+            self.fill = fill
+
+    def _learn(self, x: float) -> int:
+        """One warm-up value for the scaler; a detection during the warm-up restarts it."""
+        scaler = self.scaler
+        assert scaler is not None
+        if self.feeding and self.detector._drift_detected:
+            self._restart_calibration()  # the warm-up was not stationary
+            return 0
+        if scaler.learn(x):
+            return self._configure(fresh=True)
+        return 0
+
+    # --- phases ------------------------------------------------------------------------------
+    def _configure(self, fresh: bool) -> int:
+        """Choose the per-value path for the scaler's phase. `fresh`: the phase just changed
+        (the detector may need priming or a reset); not on a restore, whose detector state is
+        already right. Returns DORMANT when the track stops watching this series."""
+        scaler = self.scaler
+        if scaler is None:
+            self.update = self._raw
+            return 0
+        phase = scaler.phase
+        if phase == DORMANT_PHASE:
+            self.update = self._dormant
+            self.learning = self.feeding = False
+            return DORMANT
+        self.learning = phase != READY
+        self.feeding = phase != LEARNING
+        if not self.feeding:
+            self.update = self._spread if self.spread else self._learning
+            return 0
+        inverse = 1.0 / scaler.unit
+        if fresh and (self.offset, self.inverse) != (scaler.offset, inverse):
+            self.detector._reset()  # its window was fed through another map
+        self.offset, self.inverse, self.clip = scaler.offset, inverse, scaler.clip
+        if phase == READY:
+            if scaler.threshold is not None:  # Page-Hinkley tuned for this 0/1 series
+                self.detector.delta = scaler.delta
+                self.detector.threshold = scaler.threshold
+            if fresh:
+                if not scaler.adwin:  # Page-Hinkley starts now, as if it had seen the warm-up
+                    self.rule.type.prime(self.detector, scaler.n or scaler.calibration.warmup)
+                size = rate_block_size(scaler.centre or 0.0) if scaler.binary else BLOCK
+                if size != self.block_size:
+                    self._clear_ring(size)
+        self.update = self._spread if self.spread else self._mean
+        return 0
+
+    def _restart_calibration(self) -> None:
+        assert self.scaler is not None
+        self.detector._reset()
+        self.scaler.restart()
+        self._configure(fresh=True)
+
+    def _clear_ring(self, block_size: int) -> None:
+        self.ring = [0.0] * RING
+        self.slot = self.blocks = self.fill = 0
+        self.block = 0.0
+        self.block_size = block_size
+
+    @property
+    def dormant(self) -> bool:
+        return self.scaler is not None and self.scaler.phase == DORMANT_PHASE
+
+    def after_detection(self) -> None:
+        """The detector fired and the detection was handled: start afresh from here (river
+        resets a detector on its next update anyway; a calibrated series warms up again on its
+        new regime)."""
+        self.reset_window()
+        if self.scaler is None:
+            self.detector._reset()
+        else:
+            self._restart_calibration()
+
+    def spread_changed(self) -> None:
+        """Another rule found this series' spread changed (or back): a calibrated mean rule's
+        reference sd and detector window span two variances, so it warms up again. (ADWIN's
+        test takes its window's variance for both sides of a cut: after a variance doubling
+        the mean rule alerted on noise in a quarter of the runs.) A mean rule with an open
+        alert keeps it: its resolve test has its own baseline."""
+        scaler = self.scaler
+        if (
+            scaler is None
+            or self.spread
+            or self.incident is not None
+            or scaler.phase in (LEARNING, DORMANT_PHASE)
+        ):
+            return
+        self.reset_window()
+        self._restart_calibration()
+
+    def back_to_baseline(self, saved: list[Any] | None) -> None:
+        """The open alert resolved: the pre-change regime is the reference again."""
+        self.reset_window()
+        self.detector._reset()
+        if self.scaler is not None and saved is not None:
+            self.scaler.load(saved)
+            self.offset, self.inverse = 0.0, 0.0  # force the map to be set again
+            self._configure(fresh=True)
+
+    @property
+    def n(self) -> int:
+        """Values since the detector's last reset (`total` and `total_sq` sum them)."""
+        return self.seen - self.start
 
     def reset_window(self) -> None:
-        self.n = 0
+        self.start = self.seen
         self.total = 0.0
         self.total_sq = 0.0
-        self.recent = 0.0
+        self.gaps = 0
+        self.gap_total = 0.0
 
+    # --- what a detection measured ---------------------------------------------------------
+    def ring_view(self) -> Ring:
+        return Ring(self.ring, self.slot, self.blocks, self.block, self.fill, self.block_size)
+
+    def measure(self) -> Measured:
+        """The change this detection found: its effect and the alert's `stats`."""
+        ring = self.ring_view()
+        scaler = self.scaler
+        n, total = self.n, self.total
+        mean_all = total / n if n else 0.0
+        variance_all = max(self.total_sq / n - mean_all * mean_all, 0.0) if n else 0.0
+        if self.spread:
+            assert scaler is not None
+            pair_mean, pair_sd = scaler.pair_reference()
+            sd = pair_sd * scaler.unit
+            count, after_total, found = split(ring, sd)
+            baseline, baseline_n = _pre_change(
+                self.gap_total,
+                self.gaps,
+                after_total,
+                count,
+                found,
+                pair_mean * scaler.unit,
+                scaler.pairs,
+                sd,
+            )
+            after = after_total / count if count else baseline
+            effect = measure(SPREAD, baseline, scaler.scale, after, count)
+            stats = {
+                "mean_before": scaler.centre,
+                "mean_after": mean_all if n else None,
+                "window_before": max(n - 2 * count, 0),
+                "window_after": min(2 * count, n),
+                "mean_recent": mean_all if n else None,
+                "std": scaler.scale,
+            }
+            # resolved events report a spread's levels as standard deviations
+            report = scaler.scale / baseline if baseline > 0 else 1.0
+            return Measured(effect, stats, baseline, sd, after, None, report, baseline_n)
+        statistic = RATE if (scaler.binary if scaler is not None else self.rate) else MEAN
+        if scaler is not None:
+            assert scaler.centre is not None
+            sd = scaler.scale
+        else:
+            sd = math.sqrt(variance_all)
+        count, after_total, found = split(ring, sd)
+        before_n = n - count
+        if scaler is not None and scaler.centre is not None:
+            baseline, baseline_n = _pre_change(
+                total, n, after_total, count, found, scaler.centre, scaler.n, sd
+            )
+        elif before_n > 0:
+            baseline, baseline_n = (total - after_total) / before_n, before_n
+        else:
+            baseline, baseline_n = mean_all, n
+        if statistic == RATE:
+            baseline = clamp_rate(baseline)
+            sd = math.sqrt(baseline * (1.0 - baseline))
+        elif scaler is None:
+            after_mean = after_total / count if count else mean_all
+            # the pooled within-segment sd: the shift itself does not inflate it
+            within = self.total_sq - before_n * baseline * baseline - count * after_mean**2
+            sd = math.sqrt(max(within, 0.0) / max(n - 2, 1))
+        after = after_total / count if count else baseline
+        if statistic == RATE and not 0.0 <= after <= 1.0:
+            # a series that was 0/1 in its warm-up and is no longer: its change is a mean's
+            statistic = MEAN
+            sd = scaler.scale if scaler is not None else sd
+        recent_n, recent_total = ring.recent()
+        effect = measure(statistic, baseline, sd, after, count)
+        stats = {
+            "mean_before": baseline,
+            "mean_after": after if count else None,
+            "window_before": max(n - count, 0),
+            "window_after": min(count, n),
+            "mean_recent": recent_total / recent_n if recent_n else None,
+            "std": sd,
+        }
+        rate = baseline if statistic == RATE else None
+        return Measured(effect, stats, baseline, sd, after, rate, 1.0, baseline_n)
+
+    # --- state -------------------------------------------------------------------------------
     def dump(self) -> list[Any]:
-        data = [
+        return [
             self.rule.name,
+            TRACK_FORMAT,
             self.rule.dump(self.detector),
             self.seen,
             self.n,
             self.total,
             self.total_sq,
-            self.recent,
             self.quiet_until,
+            [self.block_size, self.slot, self.blocks, self.block, self.fill, list(self.ring)],
+            [self.prev, self.gaps, self.gap_total],
+            None if self.scaler is None else self.scaler.dump(),
+            None if self.incident is None else self.incident.dump(),
         ]
-        if self.scaler is not None:
-            data.append(self.scaler.dump())
-        return data
 
     @classmethod
-    def load(cls, rule: DetectorRule, data: list[Any]) -> Track:
-        track = cls(rule, rule.load(data[1]))
-        track.seen, track.n, track.total, track.total_sq, track.recent, track.quiet_until = data[
-            2:8
-        ]
-        # State written before the rule was calibrated has no scaler: it starts a fresh warm-up.
-        if track.scaler is not None and len(data) > 8:
-            track.scaler.load(data[8])
+    def load(cls, rule: DetectorRule, data: list[Any], *, rate: bool = False) -> Track:
+        if len(data) < 2 or data[1] != TRACK_FORMAT:
+            return cls._load_earlier(rule, data, rate)
+        try:
+            (_, _, detector, seen, n, total, total_sq, quiet, ring, prev, scaler, incident) = data
+            track = cls(rule, rule.load(detector), rate=rate)
+            track.seen, track.quiet_until = int(seen), int(quiet)
+            track.start = track.seen - int(n)
+            track.total, track.total_sq = float(total), float(total_sq)
+            block_size, slot, blocks, block, fill, sums = ring
+            if len(sums) != RING:
+                raise ValueError(f"a ring of {len(sums)} blocks")
+            track.block_size, track.slot, track.blocks = int(block_size), int(slot), int(blocks)
+            track.block, track.fill = float(block), int(fill)
+            track.ring = [float(value) for value in sums]
+            pair, gaps, gap_total = prev
+            track.prev = None if pair is None else float(pair)
+            track.gaps, track.gap_total = int(gaps), float(gap_total)
+            # State written before the rule was calibrated has no scaler: it starts a warm-up.
+            if track.scaler is not None and scaler is not None:
+                track.scaler.load(scaler)
+            track.incident = None if incident is None else Incident.load(incident)
+        except (TypeError, ValueError) as exc:
+            raise StateError(
+                f"track state for rule {rule.name!r} is not understood: {exc}"
+            ) from exc
+        track._configure(fresh=False)
         return track
 
-    def window_stats(self) -> dict[str, Any]:
-        """Before/after means at a detection. Exact for ADWIN: at the moment it fires, its window
-        holds only the values after the cut (which may still include values from before the change).
-        Page-Hinkley does not localise the change, so its "after" is the recent mean.
-        `mean_recent` is an exponentially weighted mean over about the last RECENT_SPAN values."""
-        n, total = self.n, self.total
-        if self.rule.type.name == "adwin":
-            helper = self.detector._helper
-            after_n = int(helper.get_width())
-            after_total = float(helper.get_total())
-            if self.scaler is not None:
-                after_total = self.scaler.to_raw(after_total, after_n)
-        else:
-            after_n = min(n, RECENT_SPAN)
-            after_total = self.recent * after_n
-        before_n = n - after_n
-        mean = total / n if n else 0.0
-        variance = max(self.total_sq / n - mean * mean, 0.0) if n else 0.0
-        return {
-            "mean_before": (total - after_total) / before_n if before_n > 0 else None,
-            "mean_after": after_total / after_n if after_n > 0 else None,
-            "window_before": before_n,
-            "window_after": after_n,
-            "mean_recent": self.recent if n >= RECENT_SPAN else (total / n if n else None),
-            "std": variance**0.5,
-        }
+    @classmethod
+    def _load_earlier(cls, rule: DetectorRule, data: list[Any], rate: bool) -> Track:
+        """A track written by 0.2 ([rule, detector, seen, n, total, total_sq, recent, quiet,
+        (scaler)]): an uncalibrated rule keeps its detector and counts; a calibrated one keeps
+        its counts and warms up again (its calibration state had another shape)."""
+        try:
+            detector, seen, n, total, total_sq, _, quiet = data[1:8]
+            track = cls(rule, rule.load(detector) if rule.calibration is None else None, rate=rate)
+            track.seen, track.quiet_until = int(seen), int(quiet)
+            track.start = track.seen
+            if rule.calibration is None:
+                track.start = track.seen - int(n)
+                track.total, track.total_sq = float(total), float(total_sq)
+        except (TypeError, ValueError) as exc:
+            raise StateError(
+                f"track state for rule {rule.name!r} is not understood: {exc}"
+            ) from exc
+        return track
+
+
+def _pre_change(
+    total: float,
+    count: int,
+    after_total: float,
+    after_count: int,
+    found: bool,
+    reference: float,
+    reference_n: int,
+    sd: float,
+) -> tuple[float, int]:
+    """The pre-change level of a calibrated track, and how many values it is estimated on.
+
+    With the change point inside the ring, everything the detector saw since its last reset
+    before it is pre-change: more values than the warm-up's, so a better estimate. With the
+    change older than the ring, the values before the ring are pre-change but for the
+    detection's delay beyond it: they are the baseline when they agree with the warm-up's
+    reference (within 3 of its standard errors); else the reference is.
+    """
+    before = count - after_count
+    if before <= 0 or (before <= reference_n and not found):
+        return reference, reference_n
+    older = (total - after_total) / before
+    if found or abs(older - reference) <= 3.0 * sd / math.sqrt(max(reference_n, 1)):
+        return older, before
+    return reference, reference_n
+
+
+class Measured:
+    """What a detection measured: the effect, the alert's stats, and for the lifecycle the
+    pre-change level and sd of what the track watches (values, or pair gaps for a spread), the
+    level after the change point, a 0/1 series' reference rate, and the factor that turns the
+    watched levels into reported ones (a spread's pair gaps into standard deviations)."""
+
+    __slots__ = ("after", "baseline", "baseline_n", "effect", "rate", "report", "sd", "stats")
+
+    def __init__(
+        self,
+        effect: dict[str, Any],
+        stats: dict[str, Any],
+        baseline: float,
+        sd: float,
+        after: float,
+        rate: float | None,
+        report: float = 1.0,
+        baseline_n: int = 0,
+    ) -> None:
+        self.effect = effect
+        self.stats = stats
+        self.baseline = baseline
+        self.baseline_n = baseline_n  # values the baseline was estimated on
+        self.sd = sd
+        self.after = after
+        self.rate = rate
+        self.report = report
 
 
 class Signal:
-    """A monitored signal of one key: its detectors, and for features a baseline/recent profile."""
+    """A monitored signal of one key: its detectors, and for features a baseline/recent profile.
 
-    __slots__ = ("baseline", "baseline_var", "count", "kind", "name", "recent", "tracks")
+    `tracks` holds every rule's track (for state and metrics); `active` those that still watch
+    this series (a rule for 0/1 series goes dormant on a continuous one, and the reverse).
+    """
+
+    __slots__ = ("active", "baseline", "baseline_var", "count", "kind", "name", "recent", "tracks")
 
     def __init__(self, kind: str, name: str, tracks: list[Track]) -> None:
         self.kind = kind
         self.name = name
         self.tracks = tracks
+        self.active = [track for track in tracks if not track.dormant]
         self.count = 0
         self.baseline = 0.0
         self.baseline_var = 0.0
@@ -223,6 +672,9 @@ class Signal:
         if self.count < PROFILE_MIN_COUNT or self.baseline_var <= 0.0:
             return None
         return float((self.recent - self.baseline) / self.baseline_var**0.5)
+
+    def refresh(self) -> None:
+        self.active = [track for track in self.tracks if not track.dormant]
 
     def dump(self) -> list[Any]:
         return [
@@ -251,6 +703,8 @@ class KeyState:
     """Everything monitored for one monitor key (model [+ version] [+ segment])."""
 
     __slots__ = (
+        "estimated",
+        "estimating",
         "feature_names",
         "features",
         "id",
@@ -284,6 +738,9 @@ class KeyState:
         self.feature_names: list[str] = []
         self.predictions: dict[str, Signal | None] = {}
         self.performance: Signal | None = None
+        # `estimated_error`, from a classifier's scores: created at the first score
+        self.estimated: Signal | None = None
+        self.estimating = False
         self.invalid = self.new_signal(DATA_QUALITY, "invalid_rate")
 
     def new_signal(self, kind: str, name: str) -> Signal | None:
@@ -296,7 +753,7 @@ class KeyState:
             [
                 Track(rule, reference=rule.calibration.reference_for(self.id, name))
                 if rule.calibration is not None
-                else Track(rule)
+                else Track(rule, rate=is_rate_signal(name))
                 for rule in rules
             ],
         )
@@ -308,7 +765,7 @@ class KeyState:
         return slot
 
     def signals(self) -> list[Signal]:
-        found = [self.performance, self.invalid, *self.predictions.values()]
+        found = [self.performance, self.estimated, self.invalid, *self.predictions.values()]
         for slot in self.features.values():
             found.append(slot.values)
             found.append(slot.missing)

@@ -23,6 +23,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from stream_monitor.config import Config
+from stream_monitor.core.alerts import RESOLVED_TYPE
 from stream_monitor.core.events import LABEL, PREDICTION, EventError, Record
 from stream_monitor.core.monitor import DeadLetter, Output
 from stream_monitor.core.state import StateCodec
@@ -802,6 +803,19 @@ class MonitorService:
 def _log_alert(event: dict[str, Any]) -> None:
     data = event["data"]
     position = data.get("source_position") or {}
+    if event.get("type") == RESOLVED_TYPE:
+        log.info(
+            "resolved id=%s resolves=%s model=%s signal=%s/%s detector=%s partition=%s offset=%s",
+            event["id"],
+            data["resolves"],
+            data["model"],
+            data["signal_kind"],
+            data["signal"],
+            data["detector"],
+            position.get("partition"),
+            position.get("offset"),
+        )
+        return
     log.info(
         "alert id=%s model=%s signal=%s/%s detector=%s severity=%s partition=%s offset=%s",
         event["id"],

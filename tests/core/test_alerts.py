@@ -56,16 +56,30 @@ def test_alert_has_the_exact_cloudevents_contract() -> None:
             "event_time": "2026-01-01T00:00:01.023Z",
             "observations": 1024,
             "stats": event["data"]["stats"],
+            "effect": event["data"]["effect"],
             "severity": "critical",
             "likely_causes": [],
             "source_position": {"topic": "predictions", "partition": 2, "offset": 1023},
         },
     }
     stats = event["data"]["stats"]
-    # At the detection, ADWIN has cut all but its newest 32 values: exact before/after means.
-    assert (stats["window_before"], stats["window_after"]) == (992, 32)
-    assert stats["mean_before"] == pytest.approx(0.4940, abs=1e-3)
-    assert stats["mean_after"] == 4.5
+    # The change point is estimated on the values the detector saw since its reset, on blocks of
+    # 8: exactly at index 1000 here, so before and after are the two regimes' own means (ADWIN's
+    # cut kept 8 values of 0/1 beside the 24 of 4..7: 992 / 32, after 4.5).
+    assert (stats["window_before"], stats["window_after"]) == (1000, 24)
+    assert stats["mean_before"] == pytest.approx(0.497)
+    assert stats["mean_after"] == pytest.approx(5.708333)
+    # The pooled sd of the two segments (0/1 and 4..7), not inflated by the shift itself.
+    assert stats["std"] == pytest.approx(0.52431)
+    assert event["data"]["effect"] == {
+        "statistic": "mean",
+        "size": 9.939403,
+        "shift": 9.939403,
+        "before": 0.497,
+        "after": 5.708333,
+        "sd": 0.52431,
+        "window": 24,
+    }
 
 
 def test_alerts_validate_against_the_schema() -> None:

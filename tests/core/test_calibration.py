@@ -9,9 +9,11 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from stream_monitor.config import load_config
+from stream_monitor.core.alerts import ALERT_TYPE, RESOLVED_TYPE
 from stream_monitor.core.calibration import (
     binary_threshold,
     page_hinkley_threshold,
@@ -33,9 +35,12 @@ def calibrated(detector: str = "page_hinkley", **calibrate: Any) -> Monitor:
 
 
 def alert_indices(m: Monitor, values: list[float]) -> list[int]:
+    """Indices of the values that raised a drift alert (drift_resolved events left out)."""
     events = [prediction(i, features={"x": v}) for i, v in enumerate(values)]
     return [
-        a.event["data"]["observations"] - 1 for a in m.process(records(PREDICTION, events)).alerts
+        a.event["data"]["observations"] - 1
+        for a in m.process(records(PREDICTION, events)).alerts
+        if a.event["type"] == ALERT_TYPE
     ]
 
 
@@ -103,12 +108,21 @@ def test_silent_during_warmup_then_detects() -> None:
 
 
 def test_binary_signal_without_events_in_warmup_still_gets_a_scale() -> None:
-    values = [0.0] * 1000 + [1.0] * 40
-    # rate (0 + 0.5) / 1001: one event is ~45 sd; the threshold for so rare an event is ~60.
+    """A 0/1 series warms up until it saw 10 of each value, or 10 × warmup values: a rate that
+    stays 0 (an invalid rate) is monitored from 2,000 values on, at (0 + 0.5) / 2001."""
+    values = [0.0] * 2000 + [1.0] * 40
+    # one event is ~63 sd, the threshold for so rare an event ~66: the fourth one fires (river's
+    # Page-Hinkley sets its minimum on the first update after a start).
     m = calibrated()
-    assert alert_indices(m, values) == [1003]
+    assert alert_indices(m, values) == [2003]
     threshold = m.keys["m"].features["x"].values.tracks[0].detector.threshold  # type: ignore[union-attr]
-    assert threshold == pytest.approx(binary_threshold(1e6, 1.0, 0.5 / 1001), abs=1e-6)
+    assert threshold == pytest.approx(binary_threshold(1e6, 1.0, 0.5 / 2001), abs=1e-6)
+    # With ten events the warm-up ends at once, at their rate.
+    m = calibrated()
+    early = [1.0 if i % 50 == 0 else 0.0 for i in range(1000)]
+    assert alert_indices(m, early) == []
+    scaler = m.keys["m"].features["x"].values.tracks[0].scaler  # type: ignore[union-attr]
+    assert scaler is not None and scaler.n == 451 and scaler.centre == pytest.approx(10.5 / 452)
 
 
 @pytest.mark.parametrize("rate", [0.3, 0.05])
@@ -169,12 +183,14 @@ def test_restore_mid_warmup_or_after_gives_identical_alerts(cut: int) -> None:
     assert before + after == uninterrupted
 
 
-def test_calibrated_example_config_loads_with_every_signal_calibrated() -> None:
-    cfg = load_config(ROOT / "configs" / "calibrated.yaml", environ={})
-    rules = cfg.detector_rules()
-    for kind in ("performance", "prediction", "feature", "data_quality"):
-        names = getattr(cfg.signals, kind)
-        assert names and all(rules[name].calibration is not None for name in names)
+def test_example_config_and_the_built_in_defaults_calibrate_every_signal() -> None:
+    shipped = load_config(ROOT / "configs" / "example.yaml", environ={})
+    for cfg in (shipped, config()):
+        rules = cfg.detector_rules()
+        for kind in ("performance", "prediction", "feature", "data_quality"):
+            names = getattr(cfg.signals, kind)
+            assert names and all(rules[name].calibration is not None for name in names)
+    assert shipped.monitor_settings().signals == config().monitor_settings().signals
 
 
 def test_frequent_binary_events_mirror_rare_ones() -> None:
@@ -184,10 +200,67 @@ def test_frequent_binary_events_mirror_rare_ones() -> None:
 
 
 def test_a_lasting_change_is_reported_once_then_becomes_the_baseline() -> None:
-    """After a detection the series warms up again, so a tripled sd does not alert for ever."""
+    """After a detection the series warms up again, so a tripled sd does not alert for ever.
+
+    Page-Hinkley on the mean sees the tripled sd as a mean shift on 8 values of -2.9 sd; the
+    signal's mean has not moved, so that alert resolves once the new regime's spread is measured
+    (64 values) and the evidence is in. A spread rule is the right tool for this change (below).
+    """
     rng = random.Random(6)
     values = [rng.gauss(0.0, 1.0) for _ in range(3000)] + [
         rng.gauss(0.0, 3.0) for _ in range(20_000)
     ]
-    found = alert_indices(calibrated(), values)
-    assert len(found) == 1 and 3000 <= found[0] < 3500
+    m = calibrated()
+    events = [prediction(i, features={"x": v}) for i, v in enumerate(values)]
+    out = [
+        (a.event["type"], a.event["data"]["observations"] - 1)
+        for a in m.process(records(PREDICTION, events)).alerts
+    ]
+    assert out == [(ALERT_TYPE, 3023), (RESOLVED_TYPE, 3087)]
+    assert alert_indices(calibrated("adwin", statistic="spread"), values) == [3101]
+
+
+# --- the built-in defaults: rate, mean and spread rules per series (configs/example.yaml) ---
+def default_indices(values: np.ndarray) -> list[tuple[str, int]]:
+    """(rule, index) of each drift alert of the default rules on one feature."""
+    from tests.core.test_effects import detected, features_only, feed
+
+    return [(a["rule"], a["observations"] - 1) for a in detected(feed(features_only(), values))]  # type: ignore[operator]
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "change", "expected"),
+    [(0.5, 0.75, 20_000, 20_102), (0.1, 0.2, 20_000, 20_238), (0.01, 0.02, 30_000, 33_348)],
+)
+def test_the_rate_rule_finds_bernoulli_steps(
+    before: float, after: float, change: int, expected: int
+) -> None:
+    """Calibrated Page-Hinkley with `shift: 1` missed 10 of 12 steps of 0.1 -> 0.2 (a third of
+    an sd); the rate rule is tuned for a change of half the rarer outcome's rate."""
+    rng = np.random.default_rng({0.5: 1, 0.1: 2, 0.01: 3}[before])
+    values = np.concatenate([rng.random(change) < before, rng.random(30_000) < after])
+    assert default_indices(values.astype(float)) == [("rate", expected)]
+
+
+def test_the_spread_rule_finds_a_variance_change_the_mean_rule_does_not() -> None:
+    rng = np.random.default_rng(4)
+    values = np.concatenate([rng.normal(0.0, 1.0, 5000), rng.normal(0.0, 2.0, 5000)])
+    assert default_indices(values) == [("spread", 5149)]
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 1e6])
+def test_the_defaults_raise_nothing_on_1e5_stationary_values_at_any_scale(scale: float) -> None:
+    rng = np.random.default_rng(5)
+    assert default_indices(1000 * scale + scale * rng.normal(0.0, 1.0, 100_000)) == []
+    assert default_indices(scale * rng.lognormal(0.0, 1.0, 100_000)) == []  # heavy-tailed
+
+
+def test_clipping_keeps_a_heavy_tail_from_making_changes_of_its_own() -> None:
+    """On 1e5 lognormal values Page-Hinkley calibrated as in 0.2 (no clip) fired 20 times; with
+    standardised values clipped to ±4 sd, 3 times. The default mean rule (ADWIN, whose test
+    adapts to its window's variance) on clipped values: never (above)."""
+    rng = np.random.default_rng(5)
+    rng.normal(size=100_000)
+    values = rng.lognormal(0.0, 1.0, 100_000).tolist()
+    assert len(alert_indices(calibrated(warmup=1000, clip=None), values)) == 20
+    assert len(alert_indices(calibrated(warmup=1000), values)) == 3

@@ -30,6 +30,7 @@ def test_prediction_feeds_every_default_signal() -> None:
     )
     assert observed(m) == {
         "m": {
+            "performance/estimated_error": 2,  # from the scores, long before any label
             "data_quality/invalid_rate": 2,
             "prediction/score": 2,
             "feature/a": 2,

@@ -13,6 +13,7 @@ import hmac
 import orjson
 import pytest
 
+from stream_monitor.core.alerts import RESOLVED_TYPE
 from stream_monitor.core.events import LABEL, PREDICTION, Record
 from stream_monitor.core.monitor import Monitor
 from stream_monitor.core.state import StateChanges, StateCodec
@@ -54,8 +55,11 @@ def test_restore_mid_stream_gives_identical_alerts_and_state(cut: int) -> None:
         },
     ).monitor_settings()
     batch = scenario_records()
-    uninterrupted = alert_ids(Monitor(settings), batch)
+    outputs = Monitor(settings).process(batch).alerts
+    uninterrupted = [a.id for a in outputs]
     assert len(uninterrupted) >= 3
+    # drift_resolved events too: the open alerts' state crosses the cut
+    assert any(a.event["type"] == RESOLVED_TYPE for a in outputs)
 
     first = Monitor(settings)
     before = alert_ids(first, batch[:cut])
@@ -169,7 +173,14 @@ def test_corrupt_but_signed_detector_state_is_a_state_error_not_a_crash() -> Non
     state = m.snapshot()
     key = state.keys["m"]
     assert key is not None
-    key["signals"][1][2][0][1]["helper"] = "AAAA"  # truncated Rust window
+    windows = [
+        track[2]
+        for signal in key["signals"]
+        for track in signal[2]
+        if isinstance(track[2], dict) and "helper" in track[2]  # [rule, format, detector, ...]
+    ]
+    assert windows
+    windows[0]["helper"] = "AAAA"  # truncated Rust window
     with pytest.raises(StateError, match="corrupt"):
         Monitor(config().monitor_settings()).restore(state)
     with pytest.raises(StateError, match="not understood"):
@@ -191,3 +202,59 @@ def test_detector_windows_travel_as_raw_bytes() -> None:
     tampered = blob[:-1] + bytes((blob[-1] ^ 1,))
     with pytest.raises(StateError, match="signature does not match"):
         codec.decode(b"k:m", tampered, b"0|0,0")
+
+
+def test_tracks_written_by_0_2_are_restored() -> None:
+    """0.2 dumped a track as [rule, detector, seen, n, total, total_sq, recent, quiet_until,
+    (scaler)]: an uncalibrated rule keeps its detector and counts (river's golden index still
+    comes at 1023), a calibrated one keeps its counts and warms up again."""
+    from stream_monitor.core.detectors import DetectorRule
+
+    settings = config(
+        detectors={"adwin": {"type": "adwin"}},
+        signals={
+            "feature": ["adwin", "mean"],
+            "prediction": [],
+            "performance": [],
+            "data_quality": [],
+        },
+    ).monitor_settings()
+    events = records(
+        PREDICTION, [prediction(i, features={"x": v}) for i, v in enumerate(golden_stream())]
+    )
+    first = Monitor(settings)
+    first.process(events[:1000])
+    state = first.snapshot()
+    key = state.keys["m"]
+    assert key is not None
+    for signal in key["signals"]:
+        if signal[1] != "x":
+            continue
+        old = []
+        for track in signal[2]:
+            rule = settings.rules[track[0]]
+            assert isinstance(rule, DetectorRule)
+            name, _, detector, seen, n, total, total_sq, quiet = track[:8]
+            scaler = [0, 0.0, 0.0, True, None, 1.0] if rule.calibration is not None else None
+            old.append(
+                [
+                    name,
+                    detector,
+                    seen,
+                    n,
+                    total,
+                    total_sq,
+                    0.0,
+                    quiet,
+                    *([scaler] if scaler else []),
+                ]
+            )
+        signal[2] = old
+    restored = Monitor(settings)
+    restored.restore(state)
+    alerts = restored.process(events[1000:]).alerts
+    adwin = [a for a in alerts if a.event["data"]["rule"] == "adwin"]
+    assert adwin[0].event["data"]["observations"] == 1024
+    tracks = restored.keys["m"].features["x"].values.tracks  # type: ignore[union-attr]
+    mean = tracks[1]
+    assert mean.rule.name == "mean" and mean.seen >= 1000 and mean.scaler is not None
