@@ -305,14 +305,19 @@ def input_range(
 
 
 def observation_counts(monitors: dict[int, Monitor]) -> dict[tuple[str, str], int]:
-    """(monitor key, 'kind/name') -> values its first detector has seen, over all partitions."""
+    """(monitor key, 'kind/name') -> values the signal has received, over all partitions.
+
+    Each detector counts what it has seen; a rule for another kind of series (a 0/1 rule on a
+    continuous feature) goes dormant after the warm-up, so the most any of them saw is the count.
+    """
     counts: dict[tuple[str, str], int] = {}
     for monitor in monitors.values():
         for key, state in monitor.keys.items():
             for signal_ in state.signals():
                 name = (key, f"{signal_.kind}/{signal_.name}")
                 # A key spread over partitions (unkeyed input) has a state in each: add them up.
-                counts[name] = counts.get(name, 0) + signal_.tracks[0].seen
+                seen = max(track.seen for track in signal_.tracks)
+                counts[name] = counts.get(name, 0) + seen
     return counts
 
 
