@@ -36,9 +36,10 @@ MODELS = 10
 SHIPPED_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "example.yaml"
 
 
-def shipped_detection() -> dict[str, Any]:
-    """What the shipped example config says about detection (its kafka section is ours to set)."""
-    data = yaml.safe_load(SHIPPED_CONFIG.read_text())
+def shipped_detection(path: Path = SHIPPED_CONFIG) -> dict[str, Any]:
+    """What a config (the shipped example by default) says about detection; its kafka section
+    is ours to set."""
+    data = yaml.safe_load(path.read_text())
     return {key: value for key, value in data.items() if key not in ("kafka", "metrics")}
 
 
@@ -100,11 +101,12 @@ def service_run(
     total: int,
     session_timeout: str = "6s",
     kafka: dict[str, Any] | None = None,
+    detection: dict[str, Any] | None = None,
 ) -> float:
     run = uuid.uuid4().hex[:6]
     config = build_config(
         {
-            **shipped_detection(),
+            **(shipped_detection() if detection is None else detection),
             "kafka": {
                 "bootstrap_servers": bootstrap,
                 "group_id": f"bench-{run}",
@@ -155,7 +157,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--predictions", type=int, default=100_000)
     parser.add_argument("--broker", help="kafka (Apache Kafka, default) or tansu")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=SHIPPED_CONFIG,
+        help="the detection settings of this config (default: configs/example.yaml)",
+    )
     args = parser.parse_args()
+    detection = shipped_detection(args.config)
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("stream_monitor.librdkafka").setLevel(logging.CRITICAL)
     events, labels = workload(args.predictions)
@@ -181,7 +190,9 @@ def main() -> None:
             rows.append(
                 (
                     f"stream-monitor run, {guarantee}",
-                    service_run(broker.bootstrap_servers, topics, guarantee, total),
+                    service_run(
+                        broker.bootstrap_servers, topics, guarantee, total, detection=detection
+                    ),
                 )
             )
     print(
