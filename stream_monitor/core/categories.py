@@ -46,6 +46,9 @@ MIN_MOVE = 0.005  # a category whose share moved less is not listed
 # A split of the ring whose newest blocks differ from the older ones by this many standard
 # deviations of the distance is where the change is; else all the ring is after it.
 SPLIT_Z = 3.0
+# Distances an alert's level is measured on before its resolve test starts (`core.lifecycle`;
+# 64 values elsewhere): each stands for a block, 16 of them for 1,600 values.
+SETTLE_BLOCKS = 16
 EFFECT_SCALE = 2.0  # effect size = 2 × Cohen's w: his "small" (0.1) is min_effect's 0.2
 
 SKETCHING, COUNTING, READY = 0, 1, 2
@@ -62,6 +65,7 @@ class Categories:
         "cell_reference",
         "cells",
         "counts",
+        "distances",
         "filled",
         "index",
         "max_chars",
@@ -90,6 +94,7 @@ class Categories:
         self.unseen: dict[str, int] = {}
         self.unseen_before: dict[str, int] = {}
         self.ring: list[list[int]] = []
+        self.distances: list[float] = []  # of the blocks in the ring (when there are cells)
         self._known([], [0.0], 0.0)
         if reference is not None:
             names, shares, other, n = reference
@@ -115,6 +120,7 @@ class Categories:
         self.counts = [0] * (self.other + 1)
         self.filled = 0
         self.ring = []
+        self.distances = []
         self._cells()
 
     def _cells(self) -> None:
@@ -212,7 +218,10 @@ class Categories:
         self.unseen_before, self.unseen = self.unseen, {}
         if not self.cells:
             return None
-        return distance(self._pool(counts), BLOCK, self.cell_reference, self.reference_n)
+        found = distance(self._pool(counts), BLOCK, self.cell_reference, self.reference_n)
+        self.distances.append(found)
+        del self.distances[:-RING]
+        return found
 
     def _pool(self, counts: list[int] | list[float]) -> list[float]:
         pooled = [0.0] * len(self.cell_reference)
@@ -262,11 +271,15 @@ class Categories:
         return effect
 
     def _after(self) -> list[float]:
-        """Counts per slot of the newest blocks that differ from the older ones in the ring
-        (all of it when no split stands out)."""
-        ring = self.ring
-        if not ring:
+        """Counts per slot of the blocks after the change (`_split`)."""
+        if not self.ring:
             return [float(count) for count in self.counts]
+        return _sum(self.ring[-self._split() :])
+
+    def _split(self) -> int:
+        """How many of the ring's newest blocks differ from the older ones (all of them when
+        no split stands out: the change is older than the ring)."""
+        ring = self.ring
         best, best_z = len(ring), SPLIT_Z
         if self.cells:
             whole = self._pool(_sum(ring))
@@ -276,7 +289,15 @@ class Categories:
                 z = distance(after, newest * BLOCK, older, (len(ring) - newest) * BLOCK)
                 if z > best_z:
                     best, best_z = newest, z
-        return _sum(ring[-best:])
+        return best
+
+    def level(self) -> tuple[float, int]:
+        """The mean distance of the blocks after the change, and how many: the level an alert's
+        resolve test starts from (the detector's own window still holds blocks before it)."""
+        count = min(self._split(), len(self.distances))
+        if not count:
+            return 0.0, 0
+        return sum(self.distances[-count:]) / count, count
 
     def new_values(self) -> list[dict[str, Any]]:
         """The most frequent unseen values of the current and the previous block, with their
@@ -311,6 +332,7 @@ class Categories:
             self.counts,
             self.filled,
             self.ring,
+            self.distances,
             [list(item) for item in self.unseen.items()],
             [list(item) for item in self.unseen_before.items()],
             self.truncated,
@@ -329,6 +351,7 @@ class Categories:
                 counts,
                 filled,
                 ring,
+                distances,
                 unseen,
                 unseen_before,
                 truncated,
@@ -344,6 +367,7 @@ class Categories:
             made.counts = [int(count) for count in counts]
             made.filled = int(filled)
             made.ring = [[int(count) for count in block] for block in ring]
+            made.distances = [float(value) for value in distances]
             made.unseen = {str(value): int(count) for value, count in unseen}
             made.unseen_before = {str(value): int(count) for value, count in unseen_before}
             made.truncated = bool(truncated)

@@ -15,7 +15,7 @@ from typing import Any
 
 from stream_monitor.core.alerts import build_alert, build_resolved
 from stream_monitor.core.categories import BLOCK as CATEGORY_BLOCK
-from stream_monitor.core.categories import Categories
+from stream_monitor.core.categories import SETTLE_BLOCKS, Categories
 from stream_monitor.core.effects import CATEGORIES, MEAN, RATE, SPREAD
 from stream_monitor.core.events import (
     LABEL,
@@ -31,7 +31,7 @@ from stream_monitor.core.events import (
     record_time,
 )
 from stream_monitor.core.join import JoinKey, LabelJoin, Pending, WaitingLabel
-from stream_monitor.core.lifecycle import Incident
+from stream_monitor.core.lifecycle import SETTLE, Incident
 from stream_monitor.core.settings import MonitorSettings
 from stream_monitor.core.signals import (
     CATEGORICAL,
@@ -525,6 +525,10 @@ class Monitor:
 
     def _drifted(self, state: KeyState, signal: Signal, track: Track) -> None:
         measured = track.measure()
+        categories = signal.categories
+        if categories is not None:  # the level after the change, from the blocks after it
+            measured.after, count = categories.level()
+            measured.effect = {**measured.effect, "window": count}
         incident = track.incident
         if incident is not None:
             if incident.returned(measured.after, measured.effect["window"]):
@@ -584,6 +588,7 @@ class Monitor:
                     None if scaler is None else scaler.dump(),
                     measured.report,
                     measured.baseline_n,
+                    SETTLE_BLOCKS if signal.categories is not None else SETTLE,
                 )
             else:
                 incident.escalate((event["id"], _observations(signal, track)), measured.after)
