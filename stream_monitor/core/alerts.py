@@ -234,10 +234,15 @@ def describe_effect(effect: dict[str, Any]) -> str:
             text = f"{change} ({effect['shift']:+.2f} sd)"
     new = effect.get("new")
     if new:
-        text += " new: " + ", ".join(
-            f"{category_name(item['category'])} {item['after']:.2f}" for item in new[:3]
-        )
+        text += f" {describe_new(new)}"
     return text
+
+
+def describe_new(new: list[dict[str, Any]], limit: int = 3) -> str:
+    """`new: foldable 0.31`: values outside the known categories that arrived most."""
+    return "new: " + ", ".join(
+        f"{category_name(item['category'])} {item['after']:.2f}" for item in new[:limit]
+    )
 
 
 def describe_categories(moved: list[dict[str, Any]], limit: int = 3) -> str:
