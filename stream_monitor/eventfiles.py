@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from stream_monitor.core.events import LABEL, PREDICTION, Record
+from stream_monitor.core.events import LABEL, PREDICTION, Record, parse_number
 from stream_monitor.errors import StreamMonitorError
 
 TEXT_FIELDS = ("prediction_id", "model", "model_version")
@@ -136,26 +136,22 @@ def _csv_rows(path: Path) -> Iterator[dict[str, Any]]:
 
 
 def _cell(text: str | None) -> Any:
-    """A CSV cell: absent when empty, a boolean, an integer, a finite number, else text."""
+    """A CSV cell: absent when empty (or `nan`), a boolean, an integer, a finite number, else
+    text."""
     if not text:
         return None
     lowered = text.strip().lower()
     if lowered in ("true", "false"):
         return lowered == "true"
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        number = float(text)
-    except ValueError:
+    number = parse_number(text)
+    if number is None:
         return text
-    return number if math.isfinite(number) else None
+    return number if math.isfinite(number) else None  # `nan`, `inf`: missing
 
 
 def _parquet_rows(path: Path) -> Iterator[dict[str, Any]]:
     try:
-        import pyarrow.parquet as parquet  # type: ignore[import-not-found, unused-ignore]
+        import pyarrow.parquet as parquet
     except ImportError as exc:
         raise EventFileError(
             f"{path}: reading Parquet needs pyarrow: pip install 'stream-monitor[parquet]'"
