@@ -22,7 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from stream_monitor.config import build_config
-from stream_monitor.core.alerts import RESOLVED_TYPE, describe_cause, describe_effect
+from stream_monitor.core.alerts import RESOLVED_TYPE, describe_cause, describe_effect, level_unit
 from stream_monitor.core.state import StateCodec
 from stream_monitor.embedded import EmbeddedBroker
 from stream_monitor.kafka.service import MonitorService
@@ -87,7 +87,7 @@ def alert_text(alert: dict[str, Any]) -> Text:
 
 def resolved_text(data: dict[str, Any]) -> Text:
     level = data["level"]
-    unit = "sd " if level.get("statistic") == "spread" else ""
+    unit = level_unit(level)
     text = Text()
     text.append(f"{'RESOLVED':8}", style="bold green")
     text.append(f" {data['monitor_key']}", style="bold")

@@ -265,9 +265,15 @@ def describe_cause(cause: dict[str, Any]) -> str:
     return f"{cause['feature']} ({cause['shift']:+.2f}σ)"
 
 
+def level_unit(level: dict[str, Any]) -> str:
+    """What a resolved event's levels are: a spread's standard deviations, a categorical
+    feature's distance from its reference, else the signal's own values."""
+    return {"spread": "sd ", "categories": "distance "}.get(str(level.get("statistic")), "")
+
+
 def _describe_resolved(data: dict[str, Any]) -> str:
     level = data.get("level") or {}
-    unit = "sd " if level.get("statistic") == "spread" else ""
+    unit = level_unit(level)
     return (
         f"[RESOLVED] {data['monitor_key']} {data['signal_kind']}/{data['signal']} back at "
         f"{unit}{_fmt(level.get('now'))} (before {_fmt(level.get('before'))}, alerted "

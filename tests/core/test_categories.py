@@ -6,10 +6,11 @@ import random
 import statistics
 from typing import Any
 
+import jsonschema
 import pytest
 
 from stream_monitor.config import load_config
-from stream_monitor.core.alerts import ALERT_TYPE, describe
+from stream_monitor.core.alerts import ALERT_TYPE, RESOLVED_TYPE, describe
 from stream_monitor.core.categories import (
     BLOCK,
     COUNT_VALUES,
@@ -22,7 +23,7 @@ from stream_monitor.core.categories import (
 from stream_monitor.core.events import PREDICTION, Record
 from stream_monitor.core.monitor import Monitor
 from stream_monitor.core.state import StateCodec
-from tests.helpers import ROOT, STATE_KEY, T0, config, monitor, through_changelog
+from tests.helpers import ROOT, STATE_KEY, T0, alert_schema, config, monitor, through_changelog
 
 COUNTRIES = ["fr", "de", "es", "it"]
 MIX = [0.2, 0.3, 0.25, 0.25]
@@ -122,6 +123,23 @@ def test_a_country_mix_change_is_one_alert_that_says_which_categories_moved() ->
     # river's raw ADWIN (configs/river.yaml) watches the same distance, more slowly
     river = Monitor(load_config(ROOT / "configs" / "river.yaml", environ={}).monitor_settings())
     assert [a["data"]["signal"] for a in alerts(river, batch)] == ["country"]
+
+
+def test_a_mix_that_comes_back_is_resolved_and_both_events_follow_the_schema() -> None:
+    batch = events(9000, 10, country(2000))
+    back = events(3000, 10, country(), start=9000)  # the reference's mix again from 9,000
+    found = [a.event for a in monitor().process(batch + back).alerts]
+    assert [(e["type"], e["data"]["source_position"]["offset"]) for e in found] == [
+        (ALERT_TYPE, 2199),
+        (RESOLVED_TYPE, 9199),  # 200 values after the mix came back
+    ]
+    resolved = found[1]["data"]
+    assert resolved["resolves"] == found[0]["id"] and resolved["level"]["statistic"] == "categories"
+    assert resolved["open_for"] == resolved["observations"] - found[0]["data"]["observations"]
+    assert " back at distance " in describe(found[1])
+    schema = alert_schema()
+    for event in found:
+        jsonschema.validate(event, schema, format_checker=jsonschema.FormatChecker())
 
 
 def test_stationary_categories_raise_nothing_whatever_their_number() -> None:
