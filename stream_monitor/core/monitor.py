@@ -35,6 +35,7 @@ from stream_monitor.core.lifecycle import SETTLE, Incident
 from stream_monitor.core.settings import MonitorSettings
 from stream_monitor.core.signals import (
     CATEGORICAL,
+    CATEGORIES_ENTRY,
     DATA_QUALITY,
     DORMANT,
     DRIFT,
@@ -775,11 +776,16 @@ class Monitor:
         retyped = {
             name
             for entry in data["features"]
-            if (name := self._restore_feature(state, entry, recalibrate)) is not None
+            if (name := self._restore_feature(state, entry)) is not None
         }
         for name in data["predictions"]:
             state.predictions[name] = state.new_signal(PREDICTION_SIGNAL, name)
-        for kind, name, tracks, profile in data["signals"]:
+        for entry in data["signals"]:
+            if entry[0] == CATEGORIES_ENTRY:
+                if not recalibrate and entry[1] not in retyped:
+                    self._restore_categories(state, entry[1], entry[2])
+                continue
+            kind, name, tracks, profile = entry
             signal = self._signal_slot(state, kind, name)
             if signal is None:
                 continue
@@ -801,26 +807,29 @@ class Monitor:
         self.keys[key_id] = state
 
     @staticmethod
-    def _restore_feature(state: KeyState, entry: Any, recalibrate: bool) -> str | None:
-        """A feature's kind, count and categories; its name when the model's reference now
-        gives it another kind than it had."""
+    def _restore_feature(state: KeyState, entry: Any) -> str | None:
+        """A feature's kind and count; its name when the model's reference now gives it
+        another kind than it had."""
         if type(entry) is str:  # written before features had a kind: decided by its signals
             state.add_feature(entry)
             return None
-        name, kind, count, categories = entry
+        name, kind, count = entry
         slot = state.add_feature(name)  # of the kind the reference says, if it has the feature
         slot.count = int(count)
         if slot.kind == UNDECIDED and kind != UNDECIDED:
             state.decide(name, slot, int(kind))
-        if slot.kind != kind:
-            return str(name)
-        if not recalibrate and categories is not None and slot.categories is not None:
-            plan = state.plan
-            loaded = Categories.load(plan.max_categories, plan.max_chars, categories)
-            slot.categories = loaded
-            if slot.values is not None:
-                slot.values.categories = loaded
-        return None
+        return str(name) if slot.kind != kind else None
+
+    @staticmethod
+    def _restore_categories(state: KeyState, name: str, data: list[Any]) -> None:
+        slot = state.features.get(name)
+        if slot is None or slot.categories is None:
+            return  # the config no longer watches them
+        plan = state.plan
+        loaded = Categories.load(plan.max_categories, plan.max_chars, data)
+        slot.categories = loaded
+        if slot.values is not None:
+            slot.values.categories = loaded
 
     @staticmethod
     def _signal_slot(state: KeyState, kind: str, name: str) -> Signal | None:

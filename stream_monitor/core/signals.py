@@ -766,6 +766,7 @@ class Signal:
 
 
 UNDECIDED, NUMERIC, CATEGORICAL = 0, 1, 2  # a feature's kind: by its reference, else values
+CATEGORIES_ENTRY = "categories"  # a categorical feature's categories among a key's dumped signals
 KIND_NAMES = {NUMERIC: "numeric", CATEGORICAL: "categorical"}
 # A type-change signal starts at a feature's first value of the other type, as if it had seen
 # the values before it (as zeros), at most as many as a 0/1 warm-up with no event needs.
@@ -794,9 +795,6 @@ class FeatureSlot:
 
     def signals(self) -> list[Signal | None]:
         return [self.values, self.missing, self.unseen, self.wrong]
-
-    def dump(self) -> list[Any]:
-        return [self.kind, self.count, None if self.categories is None else self.categories.dump()]
 
 
 class KeyState:
@@ -934,7 +932,14 @@ class KeyState:
             "task": self.task,
             "positive_class": self.positive_class,
             "reference": self.plan.reference_digest,
-            "features": [[name, *slot.dump()] for name, slot in self.features.items()],
+            "features": [[name, slot.kind, slot.count] for name, slot in self.features.items()],
             "predictions": sorted(self.predictions),
-            "signals": [signal.dump() for signal in self.signals()],
+            # A categorical feature's categories travel with the signals, as an entry of their
+            # own: the changelog splits a key too large for one record between its signals.
+            "signals": [signal.dump() for signal in self.signals()]
+            + [
+                [CATEGORIES_ENTRY, name, slot.categories.dump()]
+                for name, slot in self.features.items()
+                if slot.categories is not None
+            ],
         }
