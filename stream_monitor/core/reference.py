@@ -168,12 +168,6 @@ def _model(model: str, entry: Any) -> ModelReference:
         except (InvalidReference, KeyError, TypeError, ValueError) as exc:
             detail = f"field {exc.args[0]!r} is missing" if isinstance(exc, KeyError) else exc
             raise InvalidReference(f"{where}, signal {key!r}: {detail}") from None
-    for feature, kind in types.items():
-        if kind == "categorical" and feature not in categories:
-            raise InvalidReference(
-                f"{where}: feature {feature!r} is categorical but 'feature/{feature}' has no "
-                "categories"
-            )
     digest = hashlib.sha256(orjson.dumps(entry, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
     return ModelReference(model, events, dict(types), signals, categories, digest)
 

@@ -103,8 +103,8 @@ def detected(m: Monitor, batch: list[Record]) -> list[tuple[str, int]]:
             "model 'm', signal 'feature/c': the shares of the categories and other sum to 1.5, not 1",
         ),
         (
-            {"format": FORMAT, "models": {"m": {"features": {"c": "categorical"}, "signals": {}}}},
-            "model 'm': feature 'c' is categorical but 'feature/c' has no categories",
+            {"format": FORMAT, "models": {"m": {"features": {"c": "text"}, "signals": {}}}},
+            "model 'm': 'features' must map feature names to one of numeric, boolean, categorical",
         ),
     ],
 )
@@ -122,6 +122,12 @@ def test_a_model_digest_follows_its_own_entry_only() -> None:
     assert one.models["a"].digest == other.models["a"].digest
     assert one.models["b"].digest != other.models["b"].digest
     assert one.models["a"].categorical("country") and not one.models["a"].categorical("amount")
+    # a categorical feature without shares (built by a config that does not watch its mix):
+    # categorical, its categories learnt on a warm-up
+    typed = parse(
+        {"format": FORMAT, "models": {"m": {"features": {"c": "categorical"}, "signals": {}}}}
+    )
+    assert typed.models["m"].categorical("c") and "c" not in typed.models["m"].categories
 
 
 def test_drift_from_the_first_event_is_alerted_against_the_reference(tmp_path: Path) -> None:
