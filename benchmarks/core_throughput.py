@@ -25,18 +25,30 @@ FEATURES = ("f0", "f1", "f2", "f3")
 BASELINE = "4 bare ADWIN updates/event"
 
 
-def make_events(count: int, keys: int, seed: int = 1) -> list[dict[str, object]]:
+def make_events(
+    count: int, keys: int, seed: int = 1, categorical: bool = False
+) -> list[dict[str, object]]:
+    """Events with four numeric features; `categorical`: and two categorical ones (4 and 5
+    categories), which versions before 0.3 only counted as present."""
     rng = random.Random(seed)
-    return [
-        {
-            "prediction_id": f"p{i}",
-            "model": f"model-{i % keys}",
-            "prediction": 1,
-            "timestamp": 1_767_225_600_000 + i,
-            "features": {name: rng.gauss(0.0, 1.0) for name in FEATURES},
-        }
-        for i in range(count)
-    ]
+    events: list[dict[str, object]] = []
+    for i in range(count):
+        features: dict[str, object] = {name: rng.gauss(0.0, 1.0) for name in FEATURES}
+        if categorical:
+            features["country"] = rng.choices(("fr", "de", "es", "it"), (2, 3, 2.5, 2.5))[0]
+            features["device"] = rng.choices(
+                ("ios", "android", "web", "tv", "car"), (4, 4, 2, 1, 1)
+            )[0]
+        events.append(
+            {
+                "prediction_id": f"p{i}",
+                "model": f"model-{i % keys}",
+                "prediction": 1,
+                "timestamp": 1_767_225_600_000 + i,
+                "features": features,
+            }
+        )
+    return events
 
 
 def best_of(runs: int, work: Callable[[], int]) -> float:
@@ -55,6 +67,10 @@ def measure(count: int = 200_000, keys: int = 10, runs: int = 3) -> dict[str, fl
     encoded = [orjson.dumps(event) for event in events]
     records: list[Record] = [
         Record("prediction", event, None, "predictions", 0, i) for i, event in enumerate(events)
+    ]
+    with_categories: list[Record] = [
+        Record("prediction", event, None, "predictions", 0, i)
+        for i, event in enumerate(make_events(count, keys, categorical=True))
     ]
     raw_records: list[Record] = [
         Record("prediction", raw, None, "predictions", 0, i) for i, raw in enumerate(encoded)
@@ -104,6 +120,9 @@ def measure(count: int = 200_000, keys: int = 10, runs: int = 3) -> dict[str, fl
         "Monitor, default config (10 detectors/event), pre-decoded": best_of(
             runs, monitor(defaults, records)
         ),
+        "Monitor, default config, + 2 categorical features, pre-decoded": best_of(
+            runs, monitor(defaults, with_categories)
+        ),
     }
 
 
@@ -116,9 +135,9 @@ def main() -> None:
     results = measure(args.events, args.keys, args.runs)
     baseline = results[BASELINE]
     print(f"{args.events} events, {args.keys} monitor keys, best of {args.runs} runs")
-    print(f"{'path':58} {'events/s':>12} {'vs bare ADWIN':>14}")
+    print(f"{'path':64} {'events/s':>12} {'vs bare ADWIN':>14}")
     for name, rate in results.items():
-        print(f"{name:58} {rate:12,.0f} {rate / baseline:14.2f}")
+        print(f"{name:64} {rate:12,.0f} {rate / baseline:14.2f}")
 
 
 if __name__ == "__main__":

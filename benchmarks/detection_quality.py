@@ -6,7 +6,16 @@ Streams (each `--events` long, an abrupt change every `--every` events, `--seeds
   learns as it predicts (prequential) produces the 0/1 error stream the detectors watch;
 - gauss-mean-<sd>: N(0, sd²) whose mean steps by 1 sd and back, at sd 0.001, 1 and 1000;
 - gauss-var-<sd>: N(0, sd²) whose sd doubles and halves back, at the same scales;
-- bernoulli-<p>: a 0/1 rate stepping between p and 2p (0.5 and 0.6 for p = 0.5).
+- bernoulli-<p>: a 0/1 rate stepping between p and 2p (0.5 and 0.6 for p = 0.5);
+- categories-0.2-0.6, categories-0.2-0.3: a categorical feature of four values (0.2, 0.3, 0.25,
+  0.25) whose first one's share steps to 0.6 (or 0.3), the others scaled down, and back;
+- new-category-5%: three values (0.5, 0.3, 0.2), and in every second segment a fourth at 5%;
+- boolean-0.2: True/False at a rate stepping between 0.2 and 0.3.
+
+And drift from the first event, with a reference (`reference_table`): a training sample of
+5,000 events gives the model's reference (`stream_monitor.references`), then a stream that differs
+from it from its first event: the delay to the first alert, with the reference and without (then
+the first values are learnt as normal), and the false alarms of streams that match it.
 
 Detection, each through the real `Monitor` with the stream as one feature of one key:
 - default: the built-in rules of a feature (rate, mean, spread: configs/example.yaml) with the
@@ -33,8 +42,10 @@ import argparse
 import math
 import random
 import re
+import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from multiprocessing import Pool
 from pathlib import Path
 from typing import Any
@@ -45,17 +56,25 @@ from river.datasets import synth
 from stream_monitor.config import build_config
 from stream_monitor.core.events import PREDICTION, Prediction, Record
 from stream_monitor.core.monitor import Monitor
+from stream_monitor.core.reference import parse
 from stream_monitor.core.settings import MonitorSettings
+from stream_monitor.references import ReferenceRecorder, reference_file
 from stream_monitor.scoring import Detection, score
 
 LABEL_NOISE = 0.10
 KINDS = ("performance", "prediction", "feature", "data_quality")
-ONE_FEATURE = {"prediction": [], "performance": [], "data_quality": []}
+ONE_FEATURE = {"prediction": [], "performance": []}  # the feature and its data quality
 RAW_POLICY = {"cooldown": 0, "min_effect": 0, "resolve": {"enabled": False}}
 CONFIGS: dict[str, dict[str, Any]] = {
     "default": {"signals": ONE_FEATURE, "alerts": {"cooldown": 0}},
-    "river-adwin": {"signals": {**ONE_FEATURE, "feature": ["adwin"]}, "alerts": RAW_POLICY},
-    "river-ph": {"signals": {**ONE_FEATURE, "feature": ["page_hinkley"]}, "alerts": RAW_POLICY},
+    "river-adwin": {
+        "signals": {**ONE_FEATURE, "feature": ["adwin"], "data_quality": ["adwin"]},
+        "alerts": RAW_POLICY,
+    },
+    "river-ph": {
+        "signals": {**ONE_FEATURE, "feature": ["page_hinkley"], "data_quality": ["page_hinkley"]},
+        "alerts": RAW_POLICY,
+    },
     "calibrated-0.2": {
         "detectors": {
             "calibrated_ph": {
@@ -63,7 +82,11 @@ CONFIGS: dict[str, dict[str, Any]] = {
                 "calibrate": {"warmup": 1000, "shift": 1.0, "clip": None},
             }
         },
-        "signals": {**ONE_FEATURE, "feature": ["calibrated_ph"]},
+        "signals": {
+            **ONE_FEATURE,
+            "feature": ["calibrated_ph"],
+            "data_quality": ["calibrated_ph"],
+        },
         "alerts": RAW_POLICY,
     },
 }
@@ -80,7 +103,13 @@ STREAMS = (
     "bernoulli-0.5",
     "bernoulli-0.1",
     "bernoulli-0.01",
+    "categories-0.2-0.6",
+    "categories-0.2-0.3",
+    "new-category-5%",
+    "boolean-0.2",
 )
+COUNTRIES = ("fr", "de", "es", "it")
+MIX = (0.2, 0.3, 0.25, 0.25)
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "detection-quality.md"
 START, END = "<!-- bench-quality:start -->", "<!-- bench-quality:end -->"
 
@@ -126,7 +155,28 @@ def numeric(name: str, seed: int, events: int, every: int) -> Iterator[float]:
             yield 1.0 if rng.random() < rate else 0.0
 
 
-def events_of(monitor: Monitor, values: Iterator[float]) -> list[int]:
+def categorical(name: str, seed: int, events: int, every: int) -> Iterator[str | bool]:
+    rng = random.Random(seed)
+    for i in range(events):
+        odd = (i // every) % 2 == 1
+        if name == "boolean-0.2":
+            yield rng.random() < (0.3 if odd else 0.2)
+        elif name == "new-category-5%":
+            if odd and rng.random() < 0.05:
+                yield "new"
+            else:
+                yield rng.choices(("a", "b", "c"), (0.5, 0.3, 0.2))[0]
+        else:
+            yield rng.choices(COUNTRIES, shifted(float(name.rpartition("-")[2])) if odd else MIX)[0]
+
+
+def shifted(share: float) -> tuple[float, ...]:
+    """MIX with the first category at `share`, the others scaled to make up the rest."""
+    rest = (1.0 - share) / (1.0 - MIX[0])
+    return (share, *(other * rest for other in MIX[1:]))
+
+
+def events_of(monitor: Monitor, values: Iterable[Any]) -> list[int]:
     """Indices of the values that raised an alert or a drift_resolved event."""
     found = []
     monitor.begin()
@@ -136,26 +186,28 @@ def events_of(monitor: Monitor, values: Iterator[float]) -> list[int]:
             Prediction("p", "m", 1, features={"x": value}),
         )
         if index % 5000 == 4999:
-            found += [a.event["data"]["observations"] - 1 for a in monitor.end().alerts]
+            found += [a.event["data"]["source_position"]["offset"] for a in monitor.end().alerts]
             monitor.begin()
-    found += [a.event["data"]["observations"] - 1 for a in monitor.end().alerts]
+    found += [a.event["data"]["source_position"]["offset"] for a in monitor.end().alerts]
     return found
 
 
-def settings(name: str) -> MonitorSettings:
+def settings_of(name: str) -> MonitorSettings:
     return build_config(CONFIGS[name], environ={}).monitor_settings()
 
 
 def run(job: tuple[str, str, int, int, int]) -> tuple[str, str, int, list[int], float]:
     """Event indices of one detector on one seeded stream, and the seconds it took."""
     stream, detector, seed, events, every = job
-    values = (
-        classifier_errors(stream, seed, events, every)
-        if stream in CLASSIFIER_STREAMS
-        else numeric(stream, seed, events, every)
-    )
+    values: Iterable[Any]
+    if stream in CLASSIFIER_STREAMS:
+        values = classifier_errors(stream, seed, events, every)
+    elif stream.startswith(("categories", "new-category", "boolean")):
+        values = categorical(stream, seed, events, every)
+    else:
+        values = numeric(stream, seed, events, every)
     started = time.perf_counter()
-    found = events_of(Monitor(settings(detector)), values)
+    found = events_of(Monitor(settings_of(detector)), values)
     return stream, detector, seed, found, time.perf_counter() - started
 
 
@@ -247,7 +299,12 @@ def scenario_alerts() -> str:
     }
     variants = {
         "features only (default)": {},
-        "every kind": {"signals": {kind: ["rate", "mean", "spread"] for kind in KINDS}},
+        "every kind": {
+            "signals": {
+                **{kind: ["rate", "mean", "spread"] for kind in KINDS},
+                "feature": ["rate", "mean", "spread", "categories"],
+            }
+        },
     }
     lines = [
         "| scenario | spread rule on | alerts | what alerted |",
@@ -269,6 +326,102 @@ def scenario_alerts() -> str:
                 if a.event["type"] == "stream_monitor.drift_detected"
             ]
             lines.append(f"| {name} | {variant} | {len(found)} | {', '.join(found) or 'none'} |")
+    return "\n".join(lines)
+
+
+# Drift from the first event, against a reference: (case, kind of feature, its change).
+REFERENCE_CASES = (
+    ("numeric +1 sd", "numeric", 1.0),
+    ("numeric +0.5 sd", "numeric", 0.5),
+    ("numeric +0.25 sd", "numeric", 0.25),
+    ("categories fr 0.2 → 0.6", "categories", 0.6),
+    ("categories fr 0.2 → 0.3", "categories", 0.3),
+    ("boolean 0.2 → 0.3", "boolean", 0.3),
+)
+TRAINING = 5_000  # events of the sample the reference is built from
+FROM_START = 20_000  # events of each drifted stream
+MATCHING = 100_000  # events of each stream that matches its reference
+REFERENCE_SEEDS = 5
+
+
+def feature_value(kind: str, change: float | None, rng: random.Random) -> Any:
+    """A value of a feature of `kind`, as in its training data (`change` None) or changed."""
+    if kind == "numeric":
+        return rng.gauss(100.0 + 20.0 * (change or 0.0), 20.0)
+    if kind == "categories":
+        return rng.choices(COUNTRIES, shifted(change) if change else MIX)[0]
+    return rng.random() < (change or 0.2)
+
+
+def with_reference(kind: str, seed: int) -> MonitorSettings:
+    """The default rules, with the reference of a training sample of `kind`."""
+    settings = settings_of("default")
+    recorder = ReferenceRecorder(settings)
+    rng = random.Random(10_000 + seed)
+    recorder.process(
+        Record(
+            PREDICTION,
+            {
+                "prediction_id": f"t{i}",
+                "model": "m",
+                "prediction": 1,
+                "features": {"x": feature_value(kind, None, rng)},
+            },
+            None,
+            "t",
+            0,
+            i,
+        )
+        for i in range(TRAINING)
+    )
+    return replace(settings, reference=parse(reference_file(recorder.summary(), {})))
+
+
+def reference_run(job: tuple[str, str, float | None, int, bool]) -> tuple[str, bool, list[int]]:
+    """Alert indices of one stream changed from its first event (`change` None: matching)."""
+    case, kind, change, seed, referenced = job
+    settings = with_reference(kind, seed) if referenced else settings_of("default")
+    rng = random.Random(seed)
+    count = MATCHING if change is None else FROM_START
+    values = (feature_value(kind, change, rng) for _ in range(count))
+    return case, referenced, events_of(Monitor(settings), values)
+
+
+def reference_table(pool: Any) -> str:
+    jobs = [
+        (case, kind, change, seed, referenced)
+        for case, kind, change in REFERENCE_CASES
+        for seed in range(1, REFERENCE_SEEDS + 1)
+        for referenced in (True, False)
+    ]
+    jobs += [
+        (f"{kind} matching", kind, None, seed, True)
+        for kind in ("numeric", "categories", "boolean")
+        for seed in range(1, 4)
+    ]
+    found: dict[tuple[str, bool], list[list[int]]] = {}
+    for case, referenced, alerts in pool.map(reference_run, jobs, chunksize=1):
+        found.setdefault((case, referenced), []).append(alerts)
+    lines = [
+        f"| drift from the first event ({FROM_START:,} events, {REFERENCE_SEEDS} seeds) | "
+        "with a reference: median delay (max) | found | without: found |",
+        "|---|---:|---:|---:|",
+    ]
+    for case, _, _ in REFERENCE_CASES:
+        firsts = [runs[0] for runs in found[(case, True)] if runs]
+        delay = f"{statistics.median(firsts):,.0f} ({max(firsts):,})" if firsts else "–"
+        without = sum(1 for runs in found[(case, False)] if runs)
+        lines.append(
+            f"| {case} | {delay} | {len(firsts)}/{REFERENCE_SEEDS} | {without}/{REFERENCE_SEEDS} |"
+        )
+    lines += [
+        "",
+        f"| stream that matches its reference (3 × {MATCHING:,} events) | alerts |",
+        "|---|---:|",
+    ]
+    for kind in ("numeric", "categories", "boolean"):
+        alerts = sum(len(runs) for runs in found[(f"{kind} matching", True)])
+        lines.append(f"| {kind} | {alerts} |")
     return "\n".join(lines)
 
 
@@ -300,8 +453,11 @@ def main() -> None:
         for detector in DETECTORS
         for seed in range(1, args.seeds + 1)
     ]
+    started = time.perf_counter()
     with Pool(2) as pool:
         results = pool.map(run, jobs, chunksize=1)
+        references = reference_table(pool)
+    seconds = time.perf_counter() - started
     changes = math.ceil(args.events / args.every) - 1
     text = (
         f"{args.seeds} seeds × {args.events:,} events per stream, a change every "
@@ -309,9 +465,14 @@ def main() -> None:
         "MTBFA counts the events outside those windows. `python benchmarks/detection_quality.py`"
         " (`make bench-quality`).\n\n"
         + table(scores(results, args.events, args.every, args.max_delay))
+        + "\n\nDrift from the first event, against a reference built from a training sample of "
+        f"{TRAINING:,} events (the default rules), and streams that match their reference:\n\n"
+        + references
         + "\n\nAlerts of the default rules on the seeded scenarios (every change should give one"
         " alert per signal it moves; eta and `stable` none), with the spread rule on features"
-        " only and on every signal kind:\n\n" + scenario_alerts()
+        " only and on every signal kind:\n\n"
+        + scenario_alerts()
+        + f"\n\n(The streams and reference runs took {seconds / 60:.0f} minutes on two cores.)"
     )
     print(text)
     if not args.no_docs:

@@ -5,8 +5,9 @@ The report directory holds:
 - `<n>.png` per key×signal: its values against their observation number, alerts marked;
 - `alerts.jsonl`: the alerts and their drift_resolved events, exactly as `replay` prints them;
 - `scores.json` (with a truth file): delay, true/false positives, misses (`stream_monitor.scoring`);
-- `reference.json`: per key×signal mean and sd of the replayed values, usable as a calibration
-  `reference` when the replayed period is known to be healthy.
+- `reference.json`: the reference of the replayed period (`stream_monitor.references`, the code
+  of `stream-monitor reference`), for the config's `reference` when the period is known to be
+  healthy.
 
 A truth file is JSON Lines of change points, `{"model": "credit", "index": 3000}`: the 0-based
 index, within that model's predictions, of the first changed event (as `stream-monitor sample`
@@ -27,10 +28,10 @@ import orjson
 from stream_monitor.config import Config
 from stream_monitor.core.alerts import ALERT_TYPE
 from stream_monitor.core.events import PREDICTION, Decoded, Record
-from stream_monitor.core.monitor import Monitor
 from stream_monitor.core.settings import MonitorSettings
 from stream_monitor.core.signals import KeyState, Signal
 from stream_monitor.errors import StreamMonitorError
+from stream_monitor.references import ReferenceRecorder, reference_file, write_reference
 from stream_monitor.replay import partitioned, run
 from stream_monitor.scoring import Detection, Score, score
 
@@ -42,9 +43,10 @@ class BacktestError(StreamMonitorError):
     pass
 
 
-class RecordingMonitor(Monitor):
-    """The monitor, also keeping every value each signal saw (for the plots) and, per input
-    record, how many predictions of its model came before it (for the truth scores)."""
+class RecordingMonitor(ReferenceRecorder):
+    """The monitor, also keeping every value each signal saw (for the plots), per input record
+    how many predictions of its model came before it (for the truth scores), and what a
+    reference of the period needs."""
 
     def __init__(self, settings: MonitorSettings) -> None:
         super().__init__(settings)
@@ -78,6 +80,7 @@ class BacktestResult:
     positions: list[int] = field(default_factory=list)  # per alert: its model's prediction index
     series: dict[SeriesKey, list[float]] = field(default_factory=dict)
     score: Score | None = None
+    reference: dict[str, Any] = field(default_factory=dict)  # a reference file of the period
 
     @property
     def detected(self) -> int:
@@ -117,20 +120,25 @@ def run_backtest(
     labels: Path | None,
     truth: Path | None = None,
     max_delay: int | None = None,
+    model: str | None = None,
 ) -> BacktestResult:
     truth_points = read_truth(truth) if truth is not None else None
-    streams = partitioned(predictions, labels, config.kafka.partitions)
+    streams = partitioned(predictions, labels, config.kafka.partitions, model)
     result = BacktestResult()
     found: list[tuple[str, int, dict[str, Any]]] = []
+    models: dict[str, dict[str, Any]] = {}
     for processor, alerts, _ in run(config.monitor_settings(), streams, monitor=RecordingMonitor):
         monitor = processor.monitor
         assert isinstance(monitor, RecordingMonitor)
         result.series.update(monitor.series)
+        models.update(monitor.summary())
         for alert in alerts:
             where = alert.event["data"]["source_position"]
             position = monitor.positions.get((where["topic"], where["offset"]), -1)
             found.append((alert.event.get("time") or "", position, alert.event))
     found.sort(key=lambda item: item[:2])
+    source = {"predictions": predictions.name, "labels": None if labels is None else labels.name}
+    result.reference = reference_file(models, source)
     result.alerts = [event for _, _, event in found]
     result.positions = [position for _, position, _ in found]
     if truth_points is not None:
@@ -160,7 +168,7 @@ def write_report(result: BacktestResult, report_dir: Path) -> list[Path]:
     with written[1].open("wb") as handle:
         for event in result.alerts:
             handle.write(orjson.dumps(event) + b"\n")
-    written[2].write_bytes(orjson.dumps(_reference(result), option=orjson.OPT_INDENT_2))
+    write_reference(result.reference, written[2])
     if result.score is not None:
         path = report_dir / "scores.json"
         path.write_bytes(orjson.dumps(result.score.summary(), option=orjson.OPT_INDENT_2))
@@ -185,19 +193,6 @@ def write_report(result: BacktestResult, report_dir: Path) -> list[Path]:
         rows.append((key, plot.name, alerts))
     written[0].write_text(_html(rows, result), encoding="utf-8")
     return written
-
-
-def _reference(result: BacktestResult) -> dict[str, Any]:
-    signals = {}
-    for (key_id, _, name), values in sorted(result.series.items()):
-        n = len(values)
-        if n < 2:
-            continue
-        mean = math.fsum(values) / n
-        sd = math.sqrt(math.fsum((value - mean) ** 2 for value in values) / (n - 1))
-        binary = all(value == 0.0 or value == 1.0 for value in values)
-        signals[f"{key_id}/{name}"] = {"mean": mean, "sd": sd, "binary": binary, "n": n}
-    return {"signals": signals}
 
 
 def _plot(

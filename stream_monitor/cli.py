@@ -39,7 +39,13 @@ def stop_on_signals(announce: bool = False) -> threading.Event:
 
 
 def replay_inputs(command: Callable[..., None]) -> Callable[..., None]:
-    """--config, --predictions and --labels, shared by replay and backtest."""
+    """--config, --predictions, --labels and --model, shared by replay, backtest and
+    reference. Files are JSON Lines, CSV or Parquet (by their suffix)."""
+    command = click.option(
+        "--model",
+        "default_model",
+        help="The model of CSV or Parquet rows that have no model column.",
+    )(command)
     command = click.option(
         "--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path)
     )(command)
@@ -114,10 +120,11 @@ def replay(
     config_path: str | None,
     predictions: Path,
     labels: Path | None,
+    default_model: str | None,
     output: Path | None,
     pretty: bool,
 ) -> None:
-    """Run the monitor offline over JSON Lines files; print one alert (CloudEvents JSON) per line."""
+    """Run the monitor offline over files of events; print one alert (CloudEvents JSON) per line."""
     from stream_monitor.replay import replay as run_replay
 
     config = _load(config_path)
@@ -125,7 +132,7 @@ def replay(
     if pretty:
         handle = _PrettyAlerts(handle)  # type: ignore[assignment]
     try:
-        summary = run_replay(config, predictions, labels, handle)
+        summary = run_replay(config, predictions, labels, handle, model=default_model)
     finally:
         if output:
             handle.close()
@@ -645,6 +652,7 @@ def backtest(
     config_path: str | None,
     predictions: Path,
     labels: Path | None,
+    default_model: str | None,
     truth: Path | None,
     max_delay: int | None,
     report_dir: Path,
@@ -654,7 +662,7 @@ def backtest(
 
     config = _load(config_path)
     try:
-        result = run_backtest(config, predictions, labels, truth, max_delay)
+        result = run_backtest(config, predictions, labels, truth, max_delay, default_model)
     except StreamMonitorError as exc:
         raise click.ClickException(str(exc)) from exc
     write_report(result, report_dir)
@@ -668,6 +676,50 @@ def backtest(
             f"positives, {summary['misses']} misses, mean delay {summary['mean_delay']}"
         )
     click.echo(f"{line}; report in {report_dir / 'index.html'}", err=True)
+
+
+@main.command()
+@replay_inputs
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The reference file to write (JSON).",
+)
+def reference(
+    config_path: str | None,
+    predictions: Path,
+    labels: Path | None,
+    default_model: str | None,
+    output: Path,
+) -> None:
+    """Build a reference from a sample of known-good events (training data): per model × signal
+    statistics that detection compares with from the first event (config key `reference`)."""
+    from stream_monitor.references import build_reference, write_reference
+
+    config = _load(config_path)
+    try:
+        data = build_reference(config, predictions, labels, default_model)
+    except StreamMonitorError as exc:
+        raise click.ClickException(str(exc)) from exc
+    models = data["models"]
+    if not models:
+        raise click.ClickException(
+            f"no event of {predictions} is of a model the config monitors: nothing to write"
+        )
+    write_reference(data, output)
+    for model, entry in models.items():
+        kinds = entry["features"].values()
+        click.echo(
+            f"{model}: {entry['events']:,} predictions, {len(entry['signals'])} signals, "
+            f"{len(kinds)} features ({sum(kind == 'categorical' for kind in kinds)} categorical)",
+            err=True,
+        )
+    click.echo(
+        f"wrote {output}; point the config at it with `reference: {output}` "
+        "(or models[].reference)",
+        err=True,
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -10,28 +10,35 @@ state signing key.
 
 from __future__ import annotations
 
-import json
+import fnmatch
+import hashlib
+import logging
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
+import orjson
 import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from stream_monitor.core.calibration import DEFAULT_CLIP, DEFAULT_WARMUP, Calibration, Reference
+from stream_monitor.core.calibration import DEFAULT_CLIP, DEFAULT_WARMUP, Calibration
 from stream_monitor.core.detectors import DetectorRule
+from stream_monitor.core.reference import InvalidReference, ModelReference, ReferenceSet
+from stream_monitor.core.reference import parse as parse_reference
 from stream_monitor.core.settings import (
     DEFAULT_DETECTORS,
     DEFAULT_MIN_EFFECT,
@@ -42,6 +49,8 @@ from stream_monitor.core.settings import (
     MonitorSettings,
 )
 from stream_monitor.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 ENV_PREFIX = "STREAM_MONITOR__"
 SIGNAL_KINDS = ("performance", "prediction", "feature", "data_quality")
@@ -81,24 +90,32 @@ class CalibrateSpec(_Strict):
 
     # values per key×signal that set its reference (a 0/1 series: until it saw 10 of each value)
     warmup: int = Field(default=DEFAULT_WARMUP, ge=2)
-    # JSON file of {"signals": {"<signal>" or "<monitor key>/<signal>": {"mean": m, "sd": s}}}
-    # (with "binary": true for a 0/1 signal, whose sd then follows from its mean)
-    # (as written by `stream-monitor backtest`); series it lists skip the warm-up.
-    reference: str | None = None
     arl0: float = Field(default=100_000, ge=1)  # mean events between false alarms, per key
     family_size: int = Field(default=10, ge=1)  # series per key sharing that budget
     shift: float = Field(default=1.0, gt=0)  # mean shift, in sd, to detect fastest
     # Page-Hinkley on a 0/1 series: the relative change of its rarer outcome's rate to detect
     # fastest (0.4: × 1.4 or × 0.6), instead of `shift`.
     rate_change: float | None = Field(default=None, gt=0)
-    # Which series this rule watches: "continuous", "binary" (0/1) or "any"; on the other kind
-    # it goes dormant after the warm-up.
-    series: Literal["any", "continuous", "binary"] = "any"
+    # Which series this rule watches: "continuous", "binary" (0/1) or "any" (it goes dormant
+    # on the other kind after the warm-up), or "categorical": a categorical feature's distance
+    # from its reference (only such rules watch categorical features).
+    series: Literal["any", "continuous", "binary", "categorical"] = "any"
     statistic: Literal["mean", "spread"] = "mean"  # spread: the variance, with adwin only
     # Standardised values beyond ±clip count as ±clip (continuous series; null: no clipping).
     clip: float | None = Field(default=DEFAULT_CLIP, gt=0)
 
-    def calibration(self, where: str) -> Calibration:
+    @model_validator(mode="before")
+    @classmethod
+    def _reference_moved(cls, value: Any) -> Any:
+        if isinstance(value, Mapping) and "reference" in value:
+            raise ValueError(
+                "reference: references are per model now, for every rule: set the top-level "
+                "`reference:` (or models[].reference) to a file written by `stream-monitor "
+                "reference` or `backtest` (docs/detection-quality.md, References)"
+            )
+        return value
+
+    def calibration(self) -> Calibration:
         return Calibration(
             warmup=self.warmup,
             arl0=self.arl0,
@@ -108,25 +125,28 @@ class CalibrateSpec(_Strict):
             series=self.series,
             statistic=self.statistic,
             clip=self.clip,
-            reference=read_reference(self.reference, where) if self.reference else None,
         )
 
 
-def read_reference(path: str, where: str) -> dict[str, Reference]:
-    """A calibration reference file: per signal (or key/signal), its mean and sd."""
+def read_reference(path: Path, where: str) -> ReferenceSet:
+    """A reference file, validated; its digest is logged, so a run says what it compared with."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-        return {
-            name: (float(entry["mean"]), float(entry["sd"]), bool(entry.get("binary", False)))
-            for name, entry in data["signals"].items()
-        }
+        raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{where}: cannot read {path}: {exc.strerror}") from exc
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise ConfigError(
-            f"{where}: {path} is not a reference file "
-            f'({{"signals": {{name: {{"mean": m, "sd": s}}}}}}): {exc!r}'
-        ) from exc
+    try:
+        references = parse_reference(orjson.loads(raw))
+    except orjson.JSONDecodeError as exc:
+        raise ConfigError(f"{where}: {path} is not JSON: {exc}") from exc
+    except InvalidReference as exc:
+        raise ConfigError(f"{where}: {path}: {exc}") from exc
+    log.info(
+        "reference file=%s sha256=%s models=%s",
+        path,
+        hashlib.sha256(raw).hexdigest(),
+        ",".join(f"{name}:{entry.digest}" for name, entry in sorted(references.models.items())),
+    )
+    return references
 
 
 class DetectorSpec(_Strict):
@@ -137,11 +157,7 @@ class DetectorSpec(_Strict):
     calibrate: CalibrateSpec | None = None
 
     def rule(self, name: str) -> DetectorRule:
-        calibration = (
-            self.calibrate.calibration(f"detectors.{name}.calibrate.reference")
-            if self.calibrate is not None
-            else None
-        )
+        calibration = self.calibrate.calibration() if self.calibrate is not None else None
         return DetectorRule(name, self.type, self.params, calibration)
 
 
@@ -156,7 +172,7 @@ class SignalRules(_Strict):
 
 
 class FeatureSelection(_Strict):
-    include: list[str] = Field(default_factory=list)  # empty: every numeric feature
+    include: list[str] = Field(default_factory=list)  # empty: every feature
     exclude: list[str] = Field(default_factory=list)
 
 
@@ -170,6 +186,9 @@ class ModelRule(_Strict):
     signals: SignalRules = Field(default_factory=SignalRules)
     # Per signal name ("error", "score", "tenure", "missing_rate:tenure", ...): its own rules.
     overrides: dict[str, list[str]] = Field(default_factory=dict)
+    # A reference file for these models (`stream-monitor reference`); it wins over the
+    # top-level `reference` for the models it has.
+    reference: str | None = None
 
 
 class KeyBy(_Strict):
@@ -221,9 +240,13 @@ class LimitsConfig(_Strict):
     `stream_monitor_overflow_total`.
     """
 
+    max_models: int = Field(default=1_000, ge=1)  # models per input partition
     max_keys: int = Field(default=100_000, ge=1)  # monitor keys per input partition
+    max_keys_per_model: int = Field(default=10_000, ge=1)  # versions × segments of one model
     max_features: int = Field(default=500, ge=0)  # features monitored per key
-    max_feature_name: int = Field(default=256, ge=1)  # characters
+    max_feature_name: int = Field(default=256, ge=1)  # characters (also of a category value)
+    # known categories per categorical feature; other values are pooled as "other" (unseen)
+    max_categories: int = Field(default=32, ge=1, le=1000)
 
 
 class StateConfig(_Strict):
@@ -424,6 +447,10 @@ class ForwardConfig(_Strict):
 
 
 class Config(_Strict):
+    # A reference file (`stream-monitor reference`): the models it has are compared with it
+    # from their first event, without warm-ups. A relative path is read from the config file's
+    # directory.
+    reference: str | None = None
     # The built-in rules (core/settings.py: calibrated rate, mean and spread, and river's raw
     # adwin and page_hinkley), and the config's own: a rule of the same name replaces one.
     detectors: dict[str, DetectorSpec] = Field(
@@ -446,6 +473,10 @@ class Config(_Strict):
     kafka: KafkaConfig = Field(default_factory=KafkaConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     forward: ForwardConfig = Field(default_factory=ForwardConfig)
+    # The parsed reference files: the top-level one, and each models[] rule's own.
+    _references: tuple[ReferenceSet | None, list[ReferenceSet | None]] = PrivateAttr(
+        default=(None, [])
+    )
 
     @field_validator("detectors", mode="before")
     @classmethod
@@ -480,7 +511,95 @@ class Config(_Strict):
                 check(f"models[{index}].signals.{kind}", getattr(rule.signals, kind))
             for signal, names in rule.overrides.items():
                 check(f"models[{index}].overrides.{signal}", names)
+        self._say_what_categorical_features_get()
         return self
+
+    def _say_what_categorical_features_get(self) -> None:
+        """A feature rule list written before categorical features were watched (without
+        `categories`) would leave them with their rates only: say so, once, at start-up."""
+        lists = [("signals.feature", self.signals.feature)]
+        lists += [
+            (f"models[{index}].signals.feature", rule.signals.feature)
+            for index, rule in enumerate(self.models)
+        ]
+        for where, names in lists:
+            if names and not any(
+                (spec := self.detectors[name].calibrate) is None or spec.series == "categorical"
+                for name in names
+            ):
+                log.warning(
+                    "%s (%s) has no rule for categorical features: they get their missing, "
+                    "unseen and type-change rates only; add `categories` to watch their mix",
+                    where,
+                    ", ".join(names),
+                )
+
+    @model_validator(mode="after")
+    def _read_references(self, info: ValidationInfo) -> Config:
+        """Read and check every reference file once: each model of the top-level one must be
+        monitored, each rule's own must have a model it matches, and a model's reference must
+        have every feature its rule's `features.include` names."""
+        base = Path((info.context or {}).get("base", "."))
+        files: dict[str, ReferenceSet] = {}
+
+        def read(path: str, where: str) -> ReferenceSet:
+            if path not in files:
+                files[path] = read_reference(base / path, where)
+            return files[path]
+
+        top = read(self.reference, "reference") if self.reference else None
+        own: list[ReferenceSet | None] = []
+        for index, rule in enumerate(self.models):
+            where = f"models[{index}].reference"
+            found = read(rule.reference, where) if rule.reference else None
+            if found is not None and not any(
+                fnmatch.fnmatchcase(model, rule.match) for model in found.models
+            ):
+                raise ConfigError(
+                    f"{where}: {rule.reference} has no model that {rule.match!r} matches "
+                    f"(it has {', '.join(sorted(found.models))})"
+                )
+            own.append(found)
+        if top is not None:
+            for model in top.models:
+                if not any(fnmatch.fnmatchcase(model, rule.match) for rule in self.models):
+                    raise ConfigError(
+                        f"reference: {self.reference}: model {model!r} is not monitored "
+                        "(no models[].match matches it)"
+                    )
+        for model, index, path, entry in self._model_references(top, own):
+            rule = self.models[index]
+            for feature in rule.features.include:
+                if feature not in entry.types:
+                    raise ConfigError(
+                        f"{path}: model {model!r} has no signal 'feature/{feature}' "
+                        f"(models[{index}].features.include names it)"
+                    )
+        self._references = (top, own)
+        return self
+
+    def _model_references(
+        self, top: ReferenceSet | None, own: list[ReferenceSet | None]
+    ) -> Iterator[tuple[str, int, str, ModelReference]]:
+        """(model, index of its rule, the file's config key, its reference) for every model a
+        reference file has and a rule monitors (its first matching rule's file, else the
+        top-level one)."""
+        models = {model for found in (top, *own) if found is not None for model in found.models}
+        for model in sorted(models):
+            for index, rule in enumerate(self.models):
+                if not fnmatch.fnmatchcase(model, rule.match):
+                    continue
+                found = own[index]
+                if found is not None and model in found.models:
+                    yield (
+                        model,
+                        index,
+                        f"models[{index}].reference: {rule.reference}",
+                        found.models[model],
+                    )
+                elif top is not None and model in top.models:
+                    yield model, index, f"reference: {self.reference}", top.models[model]
+                break
 
     def detector_rules(self) -> dict[str, DetectorRule]:
         return {name: spec.rule(name) for name, spec in self.detectors.items()}
@@ -508,8 +627,9 @@ class Config(_Strict):
                         if (names := getattr(rule.signals, kind)) is not None
                     },
                     overrides={name: tuple(rules) for name, rules in rule.overrides.items()},
+                    reference=self._references[1][index],
                 )
-                for rule in self.models
+                for index, rule in enumerate(self.models)
             ),
             key_by_version=self.key_by.model_version,
             key_by_segment=tuple(self.key_by.segment),
@@ -524,11 +644,8 @@ class Config(_Strict):
             max_pending_predictions=self.join.max_pending_predictions,
             max_pending_labels=self.join.max_pending_labels,
             max_event_bytes=self.events.max_bytes,
-            limits=Limits(
-                max_keys=self.limits.max_keys,
-                max_features=self.limits.max_features,
-                max_feature_name=self.limits.max_feature_name,
-            ),
+            limits=Limits(**self.limits.model_dump()),
+            reference=self._references[0],
         )
 
     def signing_key(self) -> bytes | None:
@@ -573,12 +690,16 @@ def _format_validation_error(exc: ValidationError) -> str:
 
 
 def build_config(
-    data: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+    data: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    base: Path | None = None,
 ) -> Config:
-    """Validate a config mapping (plus env overrides) into a `Config`, or raise `ConfigError`."""
+    """Validate a config mapping (plus env overrides) into a `Config`, or raise `ConfigError`.
+    Relative reference paths are read from `base` (the config file's directory), else the
+    working directory."""
     merged = _apply_env(dict(data or {}), os.environ if environ is None else environ)
     try:
-        return Config.model_validate(merged)
+        return Config.model_validate(merged, context={"base": base or Path(".")})
     except ValidationError as exc:
         # A ConfigError raised inside a validator arrives wrapped; surface its own message.
         for error in exc.errors():
@@ -604,4 +725,4 @@ def load_config(path: str | Path | None, environ: Mapping[str, str] | None = Non
             raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the top level must be a mapping")
-    return build_config(data, environ)
+    return build_config(data, environ, Path(path).parent if path is not None else None)

@@ -22,7 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from stream_monitor.config import build_config
-from stream_monitor.core.alerts import RESOLVED_TYPE, describe_effect
+from stream_monitor.core.alerts import RESOLVED_TYPE, describe_cause, describe_effect, level_unit
 from stream_monitor.core.state import StateCodec
 from stream_monitor.embedded import EmbeddedBroker
 from stream_monitor.kafka.service import MonitorService
@@ -81,15 +81,13 @@ def alert_text(alert: dict[str, Any]) -> Text:
     causes = data["likely_causes"]
     if causes:
         text.append("  likely causes: ")
-        text.append(
-            ", ".join(f"{c['feature']} ({c['shift']:+.1f} sd)" for c in causes), style="magenta"
-        )
+        text.append(", ".join(describe_cause(cause) for cause in causes), style="magenta")
     return text
 
 
 def resolved_text(data: dict[str, Any]) -> Text:
     level = data["level"]
-    unit = "sd " if level.get("statistic") == "spread" else ""
+    unit = level_unit(level)
     text = Text()
     text.append(f"{'RESOLVED':8}", style="bold green")
     text.append(f" {data['monitor_key']}", style="bold")
@@ -129,7 +127,8 @@ class Demo:
             "Three models publish predictions to Kafka; labels follow "
             f"{self.plan.label_delay:g}s later.\n"
             "  credit: a classifier whose accuracy drops half-way (only the delayed labels show it)\n"
-            "  fraud:  a classifier whose input 'amount' and its scores shift half-way\n"
+            "  fraud:  a classifier whose input 'amount', its country mix (fr 20% -> 60%) and\n"
+            "          its scores shift half-way\n"
             "  eta:    a regression model that stays healthy\n"
         )
         broker = EmbeddedBroker()

@@ -12,6 +12,7 @@ connection string. Every handler's formatter replaces each registered secret val
 from __future__ import annotations
 
 import logging
+import math
 import re
 import sys
 import threading
@@ -20,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from stream_monitor.core.events import parse_number
 from stream_monitor.secrets import REDACTED
 
 _FIELD = re.compile(r"(?<![\w.])([a-z_][a-z0-9_]*)=(\S+)")
@@ -96,15 +98,8 @@ class JsonFormatter(logging.Formatter):
 
 def _scalar(text: str) -> Any:
     """`partition=3` becomes 3, `ratio=0.5` 0.5; anything else stays the text it was."""
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        number = float(text)
-    except ValueError:
-        return text
-    return number if number == number and abs(number) != float("inf") else text
+    number = parse_number(text)
+    return text if number is None or not math.isfinite(number) else number
 
 
 def _jsonable(value: Any, scrub: Any) -> Any:

@@ -184,7 +184,9 @@ class Metrics:
         )
         self.overflow = Counter(
             "stream_monitor_overflow",
-            "What a bound (limits.*) turned away: new keys, features, over-long feature names.",
+            "What a bound (limits.*) turned away: models, keys per model, keys, features, "
+            "over-long feature names; features with more categories than known ones, over-long "
+            "category values.",
             ["what"],
             registry=r,
         )

@@ -1,6 +1,7 @@
-"""Offline replay: JSON Lines files through the same processor as Kafka, without Kafka.
+"""Offline replay: files of events through the same processor as Kafka, without Kafka.
 
-Files hold one event per line, or `kcat -J` envelopes (the event in `payload`). Each event goes to
+Files hold one event per line, or `kcat -J` envelopes (the event in `payload`), or rows of CSV or
+Parquet (`stream_monitor.eventfiles`). Each event goes to
 the partition its model would have on Kafka (the Java client's murmur2 of the model name, over
 `kafka.partitions`), and each partition's predictions and labels are merged exactly as the Kafka
 runtime merges them (`processing.merge`): by event time, predictions first on ties, each file's
@@ -11,10 +12,10 @@ In alerts, `source_position` names the file (as topic), that partition, and the 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import orjson
 
@@ -24,6 +25,7 @@ from stream_monitor.core.events import LABEL, PREDICTION, Record
 from stream_monitor.core.monitor import Alert, DeadLetter, Monitor
 from stream_monitor.core.settings import MonitorSettings
 from stream_monitor.core.state import StateCodec
+from stream_monitor.eventfiles import read_events
 from stream_monitor.partitioning import partition_for
 from stream_monitor.processing.changelog import PartitionWriter
 from stream_monitor.processing.merge import LABELS, PREDICTIONS
@@ -43,51 +45,28 @@ class ReplaySummary:
     joins: dict[str, int] = field(default_factory=dict)
 
 
-def _unwrap(line: bytes) -> Any:
-    """The event of one line: the line itself, or the `payload` of a kcat -J envelope."""
-    obj = orjson.loads(line)
-    if isinstance(obj, dict) and "payload" in obj and ("topic" in obj or "offset" in obj):
-        payload = obj["payload"]
-        if isinstance(payload, str):
-            return payload.encode("utf-8")  # decoded (and validated) by the core
-        return payload
-    return obj
-
-
-def read_events(path: Path, kind: str) -> Iterator[tuple[Any, Record]]:
-    """(model or None, record) per line. Lines that are not JSON become records the core rejects."""
-    name = path.name
-    with path.open("rb") as handle:
-        for number, line in enumerate(handle, start=1):
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                value: Any = _unwrap(line)
-            except orjson.JSONDecodeError:
-                value = line  # the core classifies it (malformed JSON, not UTF-8, ...)
-            model = value.get("model") if isinstance(value, dict) else None
-            yield model, Record(kind, value, None, name, 0, number)
-
-
 Streams = dict[int, tuple[list[Record], list[Record]]]
 
 
-def partitioned(predictions: Path, labels: Path | None, partitions: int) -> Streams:
+def partitioned(
+    predictions: Path, labels: Path | None, partitions: int, model: str | None = None
+) -> Streams:
     """Per partition, its predictions and its labels, each in file order.
 
     An event goes where Kafka would put it when keyed by its model; one whose model cannot be
-    read goes to partition 0 (it only yields a dead letter).
+    read goes to partition 0 (it only yields a dead letter). Files are JSON Lines, CSV or
+    Parquet (`eventfiles`); `model` names the model of table rows that have none.
     """
     streams: Streams = {p: ([], []) for p in range(partitions)}
-    sources = [(predictions, PREDICTION, PREDICTIONS)]
+    sources = [(predictions, PREDICTION)]
     if labels is not None:
-        sources.append((labels, LABEL, LABELS))
-    for path, kind, stream in sources:
-        for model, record in read_events(path, kind):
+        sources.append((labels, LABEL))
+    for path, kind in sources:
+        for name, record in read_events(path, kind, model):
             partition = (
-                partition_for(model.encode(), partitions) if type(model) is str and model else 0
+                partition_for(name.encode(), partitions) if type(name) is str and name else 0
             )
+            stream = PREDICTIONS if record.kind == PREDICTION else LABELS
             streams[partition][stream].append(record._replace(partition=partition))
     return streams
 
@@ -120,10 +99,11 @@ def replay(
     output: IO[bytes],
     errors: IO[str] = sys.stderr,
     partitions: int | None = None,
+    model: str | None = None,
 ) -> ReplaySummary:
     """Replay files and write each alert (CloudEvents JSON) as a line, in event-time order (a
     key's drift_resolved events after the alerts they close)."""
-    streams = partitioned(predictions, labels, partitions or config.kafka.partitions)
+    streams = partitioned(predictions, labels, partitions or config.kafka.partitions, model)
     summary = ReplaySummary()
     alerts: list[tuple[str, int, int, Alert]] = []
     joins: dict[str, int] = {}

@@ -8,7 +8,9 @@ Scenario `default` (three models, interleaved, one prediction every `step_ms` pe
   times as often (error rate 0.10 -> 0.30), while its inputs stay the same: only delayed labels
   reveal it.
 - `fraud` (classifier): after the change point its `amount` feature shifts up by 1.5 standard
-  deviations and its score follows; its accuracy stays the same.
+  deviations and its score follows, and its `country` mix changes (`fr` 20% -> 60% of its
+  predictions); its accuracy stays the same. Its `merchant` (a, b, c or d) and its `new_customer`
+  flag (a boolean, 30%) do not change.
 - `eta` (regression): healthy throughout.
 """
 
@@ -33,9 +35,13 @@ class Scenario:
     description: dict[str, str] = field(default_factory=dict)
 
 
+COUNTRIES = ("fr", "de", "es", "it")
+COUNTRY_MIX = (0.2, 0.3, 0.25, 0.25)
+COUNTRY_MIX_AFTER = (0.6, 0.15, 0.125, 0.125)  # fr tripled, the others halved
+
 SCENARIOS = {
-    "default": "credit: accuracy drops (seen through delayed labels); fraud: input and score shift; "
-    "eta: healthy regression",
+    "default": "credit: accuracy drops (seen through delayed labels); fraud: input, country mix "
+    "and score shift; eta: healthy regression",
     "stable": "the same three models, no drift at all (for false-alarm checks)",
 }
 
@@ -58,6 +64,9 @@ def generate(
         raise ValueError(f"unknown scenario {scenario!r} (known: {', '.join(SCENARIOS)})")
     drift = scenario == "default"
     rng = random.Random(seed)
+    # fraud's country and new-customer flag: drawn apart, so that the other values (and what
+    # they gave before these features existed) stay the same
+    mix = random.Random(f"{seed}-country")
     change = int(events * change_at)
     predictions: list[dict[str, Any]] = []
     labels: list[dict[str, Any]] = []
@@ -92,6 +101,8 @@ def generate(
         fraud_score = _sigmoid(0.05 * (amount - 100.0) - 2.0 + rng.gauss(0.0, 0.3))
         fraud_predicted = fraud_score >= 0.5
         fraud_wrong = rng.random() < 0.05
+        country = mix.choices(COUNTRIES, COUNTRY_MIX_AFTER if drifted else COUNTRY_MIX)[0]
+        new_customer = mix.random() < 0.3
         _emit(
             predictions,
             labels,
@@ -102,7 +113,13 @@ def generate(
             prediction=fraud_predicted,
             label=(not fraud_predicted) if fraud_wrong else fraud_predicted,
             score=fraud_score,
-            features={"amount": round(amount, 3), "hour": hour, "merchant": rng.choice("abcd")},
+            features={
+                "amount": round(amount, 3),
+                "hour": hour,
+                "merchant": rng.choice("abcd"),
+                "country": country,
+                "new_customer": new_customer,
+            },
             segment={"region": rng.choice(("eu", "us"))},
         )
 

@@ -43,19 +43,26 @@ def test_backtest_report_holds_the_detections_and_scores_them(tmp_path: Path) ->
         ("fraud", 2045, 45, "fraud feature amount / mean"),
     ]
     detected = [a for a in alerts if a["type"] == "stream_monitor.drift_detected"]
-    # fraud's score and estimated error moved with its amount: the same change, seen twice more
-    assert scores["duplicates"] == len(detected) - 2 == 2
+    # fraud's score, estimated error and country mix moved with its amount: the same change,
+    # seen three times more
+    assert scores["duplicates"] == len(detected) - 2 == 3
 
     index = (report / "index.html").read_text()
     for alert in alerts:
         assert alert["id"] in index  # every detection is listed in the page
     images = sorted(report.glob("*.png"))
     # One plot per key×signal, each a real PNG, each shown on the page (credit's and fraud's
-    # estimated error from their scores included).
-    assert len(images) == 26
+    # estimated error from their scores included; fraud's country and merchant: their distance
+    # per block and their unseen rate, its new_customer flag: its rate).
+    assert len(images) == 33
     for image in images:
         assert image.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
         assert f"src='{image.name}'" in index
+    # the reference of the period, in the format `stream-monitor reference` writes
     reference = orjson.loads((report / "reference.json").read_bytes())
-    assert set(reference["signals"]) >= {"fraud/amount", "credit/error", "eta/absolute_error"}
+    assert reference["format"] == "stream-monitor/reference/1"
+    assert set(reference["models"]) == {"credit", "eta", "fraud"}
+    fraud = reference["models"]["fraud"]
+    assert fraud["features"]["country"] == "categorical" and fraud["events"] == 4000
+    assert {"feature/amount", "feature/country", "performance/error"} <= set(fraud["signals"])
     assert f"{scores['true_positives']} true positives" in result.stderr

@@ -56,7 +56,7 @@ from tests.helpers import ROOT
         ),
         (
             {"detectors": {"v": {"type": "adwin", "calibrate": {"series": "binary-ish"}}}},
-            "detectors.v.calibrate.series: Input should be 'any', 'continuous' or 'binary'",
+            "detectors.v.calibrate.series: Input should be 'any', 'continuous', 'binary' or 'categorical'",
         ),
         (
             {"detectors": {"v": {"type": "adwin", "calibrate": {"clip": 0}}}},

@@ -56,15 +56,30 @@ def test_replay_finds_both_changes_after_their_change_points_and_nothing_on_the_
     assert fraud["observations"] > CHANGE
     assert fraud["effect"]["shift"] == pytest.approx(1.5, abs=0.2)  # the scenario's +1.5 sd
     assert ("fraud", "prediction", "score") in found
+    # fraud's country mix moved too (fr 20% -> 60%): the alert says which categories moved
+    country = found[("fraud", "feature", "country")]["effect"]
+    assert country["statistic"] == "categories" and country["size"] >= 1.0
+    top = country["categories"][0]
+    assert top["category"] == "fr" and top["before"] == pytest.approx(0.2, abs=0.05)
+    assert top["after"] == pytest.approx(0.6, abs=0.07)
+    # its merchant and new_customer flag did not move: no alert
+    assert not {"merchant", "new_customer"} & {a["signal"] for a in alerts}
     # fraud's scores move towards 0.5: its estimated error rises with no label needed (its labels
     # show no change: the simulated scores are not calibrated, docs/detection-quality.md)
     assert ("fraud", "performance", "estimated_error") in found
     assert ("credit", "performance", "estimated_error") not in found  # only its labels changed
-    assert all(a["observations"] > CHANGE for a in alerts)
+    assert all(
+        a["observations"] > CHANGE
+        for a in alerts
+        if a is not found[("fraud", "feature", "country")]
+    )
+    # the country alert counts the values of the blocks it compared (after a 500-value
+    # warm-up): it came after fraud's change, in the predictions file's line order
+    assert found[("fraud", "feature", "country")]["source_position"]["offset"] > 3 * CHANGE
     assert not [a for a in alerts if a["model"] == "eta"]
     assert (
         "replayed 18000 predictions and 18000 labels; 18000 joined; 0 bad lines skipped; "
-        "4 alerts (credit: 1, fraud: 3)\n"
+        "5 alerts (credit: 1, fraud: 4)\n"
     ) in result.stderr
 
 

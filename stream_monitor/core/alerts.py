@@ -211,28 +211,69 @@ def describe(alert: dict[str, Any]) -> str:
     )
     causes = data["likely_causes"]
     if causes:
-        line += " likely causes: " + ", ".join(
-            f"{c['feature']} ({c['shift']:+.2f}σ)" for c in causes
-        )
+        line += " likely causes: " + ", ".join(describe_cause(cause) for cause in causes)
     return line
 
 
 def describe_effect(effect: dict[str, Any]) -> str:
-    """`100 -> 130 (+1.5 sd)`, `0.1 -> 0.3 (x3, +0.2)`, `sd 20 -> 40 (x2)`."""
+    """`100 -> 130 (+1.5 sd)`, `0.1 -> 0.3 (x3, +0.2)`, `sd 20 -> 40 (x2)`, and for a
+    categorical feature `fr 0.20 → 0.58, de 0.30 → 0.16 (w 0.95)`; values that appeared
+    follow as `new: foldable 0.31`."""
     statistic = effect["statistic"]
-    if statistic == "spread":
-        return f"sd {_fmt(effect['before'])} -> {_fmt(effect['after'])} (x{effect['ratio']:.3g})"
-    change = f"{_fmt(effect['before'])} -> {_fmt(effect['after'])}"
-    if statistic == "rate":
-        relative = effect.get("relative")
-        ratio = f"x{1 + relative:.3g}, " if relative is not None else ""
-        return f"{change} ({ratio}{effect['absolute']:+.3g})"
-    return f"{change} ({effect['shift']:+.2f} sd)"
+    if statistic == "categories":
+        text = f"{describe_categories(effect['categories'])} (w {effect['distance']:.2f})"
+    elif statistic == "spread":
+        text = f"sd {_fmt(effect['before'])} -> {_fmt(effect['after'])} (x{effect['ratio']:.3g})"
+    else:
+        change = f"{_fmt(effect['before'])} -> {_fmt(effect['after'])}"
+        if statistic == "rate":
+            relative = effect.get("relative")
+            ratio = f"x{1 + relative:.3g}, " if relative is not None else ""
+            text = f"{change} ({ratio}{effect['absolute']:+.3g})"
+        else:
+            text = f"{change} ({effect['shift']:+.2f} sd)"
+    new = effect.get("new")
+    if new:
+        text += f" {describe_new(new)}"
+    return text
+
+
+def describe_new(new: list[dict[str, Any]], limit: int = 3) -> str:
+    """`new: foldable 0.31`: values outside the known categories that arrived most."""
+    return "new: " + ", ".join(
+        f"{category_name(item['category'])} {item['after']:.2f}" for item in new[:limit]
+    )
+
+
+def describe_categories(moved: list[dict[str, Any]], limit: int = 3) -> str:
+    """`fr 0.20 → 0.58, de 0.30 → 0.16`: the categories whose share moved most."""
+    return ", ".join(
+        f"{category_name(item['category'])} {item['before']:.2f} → {item['after']:.2f}"
+        for item in moved[:limit]
+    )
+
+
+def category_name(category: str | None) -> str:
+    """A category as a person reads it; None is every value outside the known categories."""
+    return "(other)" if category is None else category
+
+
+def describe_cause(cause: dict[str, Any]) -> str:
+    """A likely cause: `amount (+1.40σ)`, or a categorical feature's moves."""
+    if cause.get("statistic") == "categories":
+        return f"{cause['feature']} ({describe_categories(cause.get('categories', []), 2)})"
+    return f"{cause['feature']} ({cause['shift']:+.2f}σ)"
+
+
+def level_unit(level: dict[str, Any]) -> str:
+    """What a resolved event's levels are: a spread's standard deviations, a categorical
+    feature's distance from its reference, else the signal's own values."""
+    return {"spread": "sd ", "categories": "distance "}.get(str(level.get("statistic")), "")
 
 
 def _describe_resolved(data: dict[str, Any]) -> str:
     level = data.get("level") or {}
-    unit = "sd " if level.get("statistic") == "spread" else ""
+    unit = level_unit(level)
     return (
         f"[RESOLVED] {data['monitor_key']} {data['signal_kind']}/{data['signal']} back at "
         f"{unit}{_fmt(level.get('now'))} (before {_fmt(level.get('before'))}, alerted "

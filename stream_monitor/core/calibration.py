@@ -35,9 +35,11 @@ docs/detection-quality.md has the assumptions and the simulations that verify th
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
+from stream_monitor.core.categories import BLOCK as CATEGORY_BLOCK
+from stream_monitor.core.reference import Reference
 from stream_monitor.errors import StateError
 
 # Siegmund's formula assumes a known in-control mean; river's Page-Hinkley subtracts a running
@@ -60,7 +62,9 @@ BINARY_WARMUP_FACTOR = 10
 DEFAULT_WARMUP = 200
 DEFAULT_CLIP = 4.0
 
-SERIES = ("any", "continuous", "binary")
+# `categorical`: a categorical feature's distance from its reference, one value per block
+# (`core.categories`); only rules of this series watch categorical features.
+SERIES = ("any", "continuous", "binary", "categorical")
 STATISTICS = ("mean", "spread")
 
 # Scaler phases.
@@ -154,9 +158,6 @@ def clamp_rate(rate: float) -> float:
     return min(max(rate, MIN_RATE), 1.0 - MIN_RATE)
 
 
-Reference = tuple[float, float, bool]  # (centre, scale, binary)
-
-
 class Calibration:
     """One rule's calibration settings, and the detector parameters they imply."""
 
@@ -165,7 +166,6 @@ class Calibration:
         "clip",
         "family_size",
         "rate_change",
-        "reference",
         "series",
         "shift",
         "statistic",
@@ -183,7 +183,6 @@ class Calibration:
         series: str = "any",
         statistic: str = "mean",
         clip: float | None = DEFAULT_CLIP,
-        reference: Mapping[str, Reference] | None = None,
     ) -> None:
         if warmup < 2:
             raise ValueError("warmup must be at least 2 observations")
@@ -205,11 +204,13 @@ class Calibration:
         self.series = series
         self.statistic = statistic
         self.clip = clip
-        self.reference = dict(reference or {})
 
     @property
     def series_arl(self) -> float:
-        return self.arl0 * self.family_size
+        """Values between false alarms, per series: a categorical feature's distance is one
+        value per block of values, so its budget in values is a block's share of it."""
+        per_series = self.arl0 * self.family_size
+        return per_series / CATEGORY_BLOCK if self.series == "categorical" else per_series
 
     def detector_params(self, type_name: str, params: dict[str, Any]) -> dict[str, Any]:
         """Parameters for a detector that sees standardised values (Gaussian case)."""
@@ -239,10 +240,6 @@ class Calibration:
         """Page-Hinkley's (delta, threshold) for a 0/1 series at `rate`."""
         shift = self.binary_shift(rate)
         return shift / 2.0, binary_threshold(self.series_arl, shift, rate)
-
-    def reference_for(self, key_id: str, signal: str) -> Reference | None:
-        """The reference for this key's signal, else for the signal on every key, else None."""
-        return self.reference.get(f"{key_id}/{signal}") or self.reference.get(signal)
 
 
 class Scaler:
@@ -285,18 +282,24 @@ class Scaler:
         self.threshold: float | None = None
         self.restart()
         if reference is not None:
-            centre, scale, binary = reference
+            centre, scale, binary, n, pairs = reference
             if binary:  # a rate of exactly 0 or 1 would make any other value infinitely far
                 centre = clamp_rate(centre)
                 scale = math.sqrt(centre * (1.0 - centre))
             self.binary = bool(binary)
-            self.centre, self.scale = float(centre), max(float(scale), MIN_SCALE)
+            self.centre = float(centre)
+            self.scale = max(float(scale), MIN_SCALE * max(1.0, abs(centre)))
             self.fixed = True
             self._set_map(self.binary)
-            if calibration.statistic == "spread":
-                self.phase = DORMANT if self.binary else FEEDING  # the pair reference is learnt
-            else:
-                self._ready()
+            if calibration.statistic == "spread" and not self.binary and pairs is None:
+                self.phase = FEEDING  # the pair statistic's reference is learnt on the warm-up
+                return
+            self.n = n  # what the reference was measured on: Page-Hinkley is primed with it
+            if pairs is not None:
+                self.pairs = max(n // 2, 2)
+                self.pair_mean = pairs[0]
+                self.pair_m2 = pairs[1] * pairs[1] * (self.pairs - 1)
+            self._ready()
 
     def restart(self) -> None:
         """Forget the reference: warm up again (on the series' new regime after a detection)."""
@@ -369,7 +372,7 @@ class Scaler:
     def _ready(self) -> None:
         calibration = self.calibration
         if (
-            (self.binary and calibration.series == "continuous")
+            (self.binary and calibration.series in ("continuous", "categorical"))
             or (not self.binary and calibration.series == "binary")
             or (self.binary and calibration.statistic == "spread")
         ):

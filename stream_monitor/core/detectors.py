@@ -63,17 +63,42 @@ def _load_page_hinkley(detector: PageHinkley, state: DetectorState) -> None:
     detector._drift_detected = bool(state["detected"])
 
 
-def _prime_adwin(detector: ADWIN, n: int) -> None:
-    # Nothing to prime: a calibrated ADWIN is fed during the warm-up already, through the fixed
-    # affine map of the first values (core.calibration), so its window holds real values.
-    return
+# At most this many values stand for a reference in a primed ADWIN window: with 1,000 of them a
+# +1 sd stream is found in 64 values, a +0.2 sd one in about 1,200, and a reference estimated on
+# fewer values is trusted no further than its own size.
+ADWIN_PRIME = 1000
+_PRIMED_CACHE = 256
+_primed: dict[tuple[Any, ...], DetectorState] = {}
 
 
-def _prime_page_hinkley(detector: PageHinkley, n: int) -> None:
-    # Page-Hinkley compares each value with the running mean of its window; the standardised
-    # warm-up has mean 0 by construction, so that is where the running mean starts.
+def _prime_adwin(detector: ADWIN, n: int, mean: float, sd: float) -> None:
+    """A window that holds a reference of `n` values of mean `mean` and sd `sd` (alternating
+    mean ± sd, at most ADWIN_PRIME of them): without it ADWIN, which compares the parts of its
+    own window, could not see a stream that differs from its reference from the first value.
+    A calibrated ADWIN that learns its reference on a warm-up is not primed: its window holds
+    the warm-up's values already. The window is built once per shape and copied."""
+    count = min(n, ADWIN_PRIME)
+    if count <= 0:
+        return
+    params = (detector.delta, detector.clock, detector.max_buckets, detector.min_window_length)
+    key = (*params, detector.grace_period, count, mean, sd)
+    state = _primed.get(key)
+    if state is None:
+        for index in range(count):
+            detector.update(mean + sd if index % 2 == 0 else mean - sd)
+        state = _dump_adwin(detector)
+        if len(_primed) >= _PRIMED_CACHE:
+            _primed.pop(next(iter(_primed)))
+        _primed[key] = state
+    _load_adwin(detector, state)
+    detector._drift_detected = False
+
+
+def _prime_page_hinkley(detector: PageHinkley, n: int, mean: float, sd: float) -> None:
+    # Page-Hinkley compares each value with the running mean of its window: it starts as if it
+    # had seen the `n` values of the warm-up or the reference, at their mean.
     detector._x_mean.n = float(n)
-    detector._x_mean._mean = 0.0
+    detector._x_mean._mean = mean
 
 
 class DetectorType:
@@ -87,7 +112,7 @@ class DetectorType:
         cls: type,
         dump: Callable[[Any], DetectorState],
         load: Callable[[Any, DetectorState], None],
-        prime: Callable[[Any, int], None],
+        prime: Callable[[Any, int, float, float], None],
     ) -> None:
         self.name = name
         self.cls = cls

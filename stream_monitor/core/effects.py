@@ -34,6 +34,7 @@ WARNING_SIZE = 0.5
 CRITICAL_SIZE = 1.0
 
 MEAN, RATE, SPREAD = "mean", "rate", "spread"
+CATEGORIES = "categories"  # a categorical feature's shares (`core.categories`)
 TINY = 1e-12
 
 

@@ -335,6 +335,19 @@ def _out_of_range(field: str, millis: int) -> str:
     return message
 
 
+def parse_number(text: str) -> int | float | None:
+    """A number written as text (`3`, `0.5`, `1e3`, `nan`): an int when it is one, else a float
+    (maybe not finite: the caller decides); None when the text is not a number."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
 def record_time(timestamp_ms: int | None) -> int | None:
     """A Kafka record's timestamp as a fallback event time: None when absent or out of bounds."""
     if timestamp_ms is not None and MIN_TIME_MS <= timestamp_ms < MAX_TIME_MS:

@@ -101,6 +101,7 @@ class Incident:
         "level",
         "low",
         "margin",
+        "minimum",
         "rate",
         "reference",
         "report",
@@ -123,8 +124,12 @@ class Incident:
         saved: list[Any] | None,
         report: float = 1.0,
         baseline_n: int = 0,
+        settle: int = SETTLE,
     ) -> None:
         self.alerts = [alert]  # (id, observations) of each open alert, oldest first
+        # values that settle the level at least (a categorical feature's distances stand for
+        # blocks of values: fewer of them)
+        self.minimum = settle
         self.baseline = baseline
         # "Back" is never narrower than the baseline's own uncertainty (in sd, from the
         # `baseline_n` values it was estimated on): a 0.5 sd shift's margin of a quarter is
@@ -151,7 +156,7 @@ class Incident:
         # Enough values to measure the level to an eighth of the alert's estimate of it (which
         # may be twice too high), at the values' spread r in baseline sd (1 until measured);
         # for a 0/1 series also enough to see SETTLE_EVENTS of its rarer outcome.
-        spread, needed = 1.0, float(SETTLE)
+        spread, needed = 1.0, float(self.minimum)
         if self.rate is not None:
             sd = math.sqrt(self.rate * (1.0 - self.rate))
             alerted = min(max(self.rate + self.sign * self.level * sd, 1e-9), 1.0 - 1e-9)
@@ -279,6 +284,7 @@ class Incident:
             self.back,
             self.band,
             self.reference,
+            self.minimum,
         ]
 
     @classmethod
@@ -301,8 +307,10 @@ class Incident:
                 back,
                 band,
                 reference,
+                *minimum,  # (written before it was a setting: the default)
             ) = data
             incident = cls.__new__(cls)
+            incident.minimum = int(minimum[0]) if minimum else SETTLE
             incident.alerts = [(str(alert), int(opened)) for alert, opened in alerts]
             incident.baseline, incident.inverse = float(baseline), float(inverse)
             incident.margin = float(margin)

@@ -14,7 +14,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from stream_monitor.core.alerts import build_alert, build_resolved
-from stream_monitor.core.effects import MEAN, RATE, SPREAD
+from stream_monitor.core.categories import BLOCK as CATEGORY_BLOCK
+from stream_monitor.core.categories import SETTLE_BLOCKS, Categories
+from stream_monitor.core.effects import CATEGORIES, MEAN, RATE, SPREAD
 from stream_monitor.core.events import (
     LABEL,
     MAX_MAGNITUDE,
@@ -29,16 +31,24 @@ from stream_monitor.core.events import (
     record_time,
 )
 from stream_monitor.core.join import JoinKey, LabelJoin, Pending, WaitingLabel
-from stream_monitor.core.lifecycle import Incident
+from stream_monitor.core.lifecycle import SETTLE, Incident
 from stream_monitor.core.settings import MonitorSettings
 from stream_monitor.core.signals import (
+    CATEGORICAL,
+    CATEGORIES_ENTRY,
     DATA_QUALITY,
     DORMANT,
     DRIFT,
     ESTIMATED_ERROR,
     FEATURE,
+    MISSING_RATE,
+    NUMERIC,
     PERFORMANCE,
     RESOLVED,
+    UNDECIDED,
+    UNSEEN_RATE,
+    WRONG_TYPE_PRIMING,
+    WRONG_TYPE_RATE,
     FeatureSlot,
     KeyState,
     ModelPlan,
@@ -119,7 +129,10 @@ class MonitorCounters:
         self.in_cooldown = 0  # detections inside a cooldown, not alerted
         self.negligible = 0  # detections whose effect is below alerts.min_effect, not alerted
         self.unmonitored = 0  # valid events of models no rule matches
-        # what a bound of `Limits` turned away: "keys", "features", "feature_names"
+        # what a bound of `Limits` turned away: "models", "keys_per_model", "keys", "features",
+        # "feature_names"; "categories": features with more distinct values than known
+        # categories (the rest counts as other), once each; "category_values": values longer
+        # than a category may be (counted as unseen)
         self.overflow: dict[str, int] = {}
         # joined pairs of a regression model whose prediction or label is not a number, found
         # when the prediction arrived after its label (the label itself was valid on its own)
@@ -149,6 +162,7 @@ class Monitor:
         self._max_bytes = settings.max_event_bytes
         self._cooldown = settings.cooldown
         self._limits = settings.limits
+        self._model_keys: dict[str, int] = {}  # monitor keys per model, for the limits
         self._dirty: dict[str, KeyState] = {}
         self._meta_dirty = False
         # Context of the event being applied, read only when an alert is built.
@@ -242,7 +256,15 @@ class Monitor:
             if plan is None:
                 self.counters.unmonitored += 1
                 return None
-            if len(self.keys) >= self._limits.max_keys:
+            limits, per_model = self._limits, self._model_keys
+            keys_of_model = per_model.get(model, 0)
+            if not keys_of_model and len(per_model) >= limits.max_models:
+                self._overflow("models")
+                return None
+            if keys_of_model >= limits.max_keys_per_model:
+                self._overflow("keys_per_model")
+                return None
+            if len(self.keys) >= limits.max_keys:
                 self._overflow("keys")
                 return None
             kept_segment = {
@@ -251,6 +273,7 @@ class Monitor:
             state = self.keys[key_id] = KeyState(
                 key_id, model, version if self._by_version else None, kept_segment, plan
             )
+            per_model[model] = keys_of_model + 1
         self._dirty[key_id] = state
         return state
 
@@ -338,28 +361,80 @@ class Monitor:
         if len(state.features) >= limits.max_features:
             self._overflow("features")
             return None
-        return state.add_feature(name)
+        slot = state.add_feature(name)
+        if slot.categories is not None and slot.categories.truncated:  # from its reference
+            self._overflow("categories")
+        return slot
 
     def _feature(self, state: KeyState, name: str, slot: FeatureSlot, raw: Any) -> None:
+        """One event's value of a feature (None: absent): its value signal, then its missing
+        rate, then (once it had a value of the other type) its type-change rate."""
+        slot.count += 1
         kind = type(raw)
-        if kind is float or kind is int:
-            value = float(raw)
-            # inf, NaN or too large for running statistics: a data quality problem, not a value
-            if value - value != 0.0 or not -MAX_MAGNITUDE <= value <= MAX_MAGNITUDE:
-                if slot.missing is not None:
-                    self._observe(state, slot.missing, 1.0)
-                return
-            values = slot.values
-            if values is None and not slot.numeric:
-                slot.numeric = True
-                values = slot.values = state.new_signal(FEATURE, name)
-            if values is not None:
-                values.profile(value)
-                self._observe(state, values, value)
-            if slot.missing is not None:
-                self._observe(state, slot.missing, 0.0)
-        elif slot.missing is not None:
-            self._observe(state, slot.missing, 1.0 if raw is None else 0.0)
+        missing = wrong = 0.0
+        if kind is float or kind is int or kind is bool:  # a boolean is a 0/1 rate
+            if slot.kind == CATEGORICAL:
+                wrong = self._wrong_type(state, name, slot)
+            else:
+                value = float(raw)
+                # inf, NaN or too large for running statistics: a data quality problem
+                if value - value != 0.0 or not -MAX_MAGNITUDE <= value <= MAX_MAGNITUDE:
+                    missing = 1.0
+                else:
+                    if slot.kind == UNDECIDED:
+                        state.decide(name, slot, NUMERIC)
+                    values = slot.values
+                    if values is not None:
+                        values.profile(value)
+                        self._observe(state, values, value)
+        elif kind is str:
+            if slot.kind == NUMERIC:
+                wrong = self._wrong_type(state, name, slot)
+            else:
+                if slot.kind == UNDECIDED:
+                    state.decide(name, slot, CATEGORICAL)
+                if slot.categories is not None:
+                    self._category(state, name, slot, raw)
+        elif raw is None:
+            missing = 1.0
+        if slot.missing is not None:
+            self._observe(state, slot.missing, missing)
+        if slot.wrong is not None:
+            self._observe(state, slot.wrong, wrong)
+
+    def _category(self, state: KeyState, name: str, slot: FeatureSlot, value: str) -> None:
+        """A categorical value: O(1) (its count in the block); the distance once per block."""
+        categories = slot.categories
+        assert categories is not None
+        if not categories.ready:
+            if categories.learn(value):
+                if categories.truncated:
+                    self._overflow("categories")
+                state.watch_unseen(name, slot)
+            return
+        flags = categories.add(value)
+        if flags & 4:
+            self._overflow("category_values")
+        if slot.unseen is not None:
+            self._observe(state, slot.unseen, float(flags & 1))
+        if flags & 2:
+            distance = categories.statistic()
+            if distance is not None and slot.values is not None:
+                self._observe(state, slot.values, distance)
+
+    def _wrong_type(self, state: KeyState, name: str, slot: FeatureSlot) -> float:
+        """A value of the other type (a number for a categorical feature, a string for a
+        numeric one): 1 for its type-change rate, which starts here, as if it had seen the
+        feature's values so far (as zeros) unless the model's reference gives its rate."""
+        if slot.wrong is None:
+            signal = slot.wrong = state.new_signal(DATA_QUALITY, f"{WRONG_TYPE_RATE}{name}")
+            plan = state.plan
+            if signal is not None and (
+                plan.reference is None or plan.reference.signal(DATA_QUALITY, signal.name) is None
+            ):
+                for _ in range(min(slot.count - 1, WRONG_TYPE_PRIMING)):
+                    self._observe(state, signal, 0.0)
+        return 1.0
 
     def _on_label(self, event: Label) -> None:
         self._advance(event.time_ms)
@@ -451,6 +526,10 @@ class Monitor:
 
     def _drifted(self, state: KeyState, signal: Signal, track: Track) -> None:
         measured = track.measure()
+        categories = signal.categories
+        if categories is not None:  # the level after the change, from the blocks after it
+            measured.after, count = categories.level()
+            measured.effect = {**measured.effect, "window": count}
         incident = track.incident
         if incident is not None:
             if incident.returned(measured.after, measured.effect["window"]):
@@ -467,12 +546,16 @@ class Monitor:
             counters.in_cooldown += 1
             track.after_detection()
             return
-        effect = measured.effect
+        effect = self._effect(state, signal, measured.effect)
         if effect["size"] < self.settings.min_effect:
             counters.negligible += 1
             track.after_detection()
             return
-        track.quiet_until = track.seen + self._cooldown
+        # the cooldown counts observations: a categorical feature's distance stands for a block
+        cooldown = self._cooldown
+        if signal.categories is not None:
+            cooldown = -(-cooldown // CATEGORY_BLOCK)
+        track.quiet_until = track.seen + cooldown
         rule = track.rule
         record = self._record
         event = build_alert(
@@ -486,7 +569,7 @@ class Monitor:
             rule=rule.name,
             detector=rule.type.name,
             detector_params=_detector_params(track),
-            observations=track.seen,
+            observations=_observations(signal, track),
             time_ms=self._time_ms,
             stats={key: _round(value) for key, value in measured.stats.items()},
             likely_causes=self._likely_causes(state) if signal.kind == PERFORMANCE else [],
@@ -497,7 +580,7 @@ class Monitor:
             if incident is None:
                 scaler = track.scaler
                 track.incident = Incident(
-                    (event["id"], track.seen),
+                    (event["id"], _observations(signal, track)),
                     measured.baseline,
                     measured.sd,
                     measured.after,
@@ -506,9 +589,10 @@ class Monitor:
                     None if scaler is None else scaler.dump(),
                     measured.report,
                     measured.baseline_n,
+                    SETTLE_BLOCKS if signal.categories is not None else SETTLE,
                 )
             else:
-                incident.escalate((event["id"], track.seen), measured.after)
+                incident.escalate((event["id"], _observations(signal, track)), measured.after)
         track.after_detection()
         if track.spread:
             self._spread_changed(signal, track)
@@ -516,6 +600,19 @@ class Monitor:
         counter_key = (signal.kind, rule.type.name)
         alerts[counter_key] = alerts.get(counter_key, 0) + 1
         self._output.alerts.append(Alert(state.id, event, record))
+
+    @staticmethod
+    def _effect(state: KeyState, signal: Signal, measured: dict[str, Any]) -> dict[str, Any]:
+        """The effect an alert carries: a categorical feature's is the change of its category
+        shares (`Categories.measure`), and an unseen rate's names the values that appeared."""
+        categories = signal.categories
+        if categories is not None:
+            return categories.measure()
+        if signal.name.startswith(UNSEEN_RATE):
+            slot = state.features.get(signal.name[len(UNSEEN_RATE) :])
+            if slot is not None and slot.categories is not None:
+                return {**measured, "new": slot.categories.new_values()}
+        return measured
 
     def _resolve(
         self, state: KeyState, signal: Signal, track: Track, now: float | None = None
@@ -533,6 +630,8 @@ class Monitor:
         if now is None:
             now = incident.baseline
         statistic = SPREAD if track.spread else RATE if incident.rate is not None else MEAN
+        if signal.categories is not None:
+            statistic = CATEGORIES  # levels: the distance, in its no-change sd
         level = {
             "statistic": statistic,
             "before": _round(incident.baseline * factor),
@@ -551,7 +650,7 @@ class Monitor:
                 signal=signal.name,
                 rule=rule.name,
                 detector=rule.type.name,
-                observations=track.seen,
+                observations=_observations(signal, track),
                 opened_at=opened_at,
                 time_ms=self._time_ms,
                 level=level,
@@ -572,25 +671,38 @@ class Monitor:
                 track.spread_changed()
 
     def _likely_causes(self, state: KeyState) -> list[dict[str, Any]]:
-        """The features of this key whose recent mean moved furthest from their baseline."""
+        """The features of this key that moved furthest: a numeric one's recent mean from its
+        baseline, in sd; a categorical one's last blocks from its reference (2 × Cohen's w,
+        the effect size scale), with the categories that moved."""
         minimum = self.settings.likely_cause_min_shift
-        moved = []
+        moved: list[tuple[float, str, dict[str, Any]]] = []
         for name, slot in state.features.items():
+            categories = slot.categories
+            if categories is not None and categories.ready:
+                effect = categories.recent_effect()
+                if effect is not None and effect["size"] >= minimum:
+                    cause = {
+                        "feature": name,
+                        "shift": effect["size"],
+                        "statistic": CATEGORIES,
+                        "categories": effect["categories"][:3],
+                    }
+                    moved.append((effect["size"], name, cause))
+                continue
             if slot.values is None:
                 continue
-            shift = slot.values.shift()
+            signal = slot.values
+            shift = signal.shift()
             if shift is not None and abs(shift) >= minimum:
-                moved.append((abs(shift), name, shift, slot.values))
+                cause = {
+                    "feature": name,
+                    "shift": _round(shift),
+                    "baseline_mean": _round(signal.baseline),
+                    "recent_mean": _round(signal.recent),
+                }
+                moved.append((abs(shift), name, cause))
         moved.sort(key=lambda item: (-item[0], item[1]))
-        return [
-            {
-                "feature": name,
-                "shift": _round(shift),
-                "baseline_mean": _round(signal.baseline),
-                "recent_mean": _round(signal.recent),
-            }
-            for _, name, shift, signal in moved[: self.settings.max_likely_causes]
-        ]
+        return [cause for _, _, cause in moved[: self.settings.max_likely_causes]]
 
     # --- state -----------------------------------------------------------------------------
     def snapshot(self) -> StateChanges:
@@ -639,11 +751,18 @@ class Monitor:
                 join.load_entry(join_key, entry)
         except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
             raise StateError(f"state is not understood: {exc!r}") from exc
+        model_keys: dict[str, int] = {}
+        for state in self.keys.values():
+            model_keys[state.model] = model_keys.get(state.model, 0) + 1
+        self._model_keys = model_keys
         self.join.take_changes()
         self._dirty = {}
         self._meta_dirty = False
 
     def _restore_key(self, key_id: str, data: dict[str, Any]) -> None:
+        """One key's state. A key calibrated against another reference than its model's now
+        (changed, added or removed) is recalibrated: its tracks start again from the current
+        reference (or a warm-up), keeping their counts, cooldowns and open alerts."""
         model = data["model"]
         plan = self._plan(model)
         if plan is None:
@@ -653,25 +772,64 @@ class Monitor:
         state.positive_class = (
             plan.positive_class if plan.positive_class is not None else data["positive_class"]
         )
-        for name in data["features"]:
-            state.add_feature(name)
+        recalibrate = data.get("reference") != plan.reference_digest
+        retyped = {
+            name
+            for entry in data["features"]
+            if (name := self._restore_feature(state, entry)) is not None
+        }
         for name in data["predictions"]:
             state.predictions[name] = state.new_signal(PREDICTION_SIGNAL, name)
-        for kind, name, tracks, profile in data["signals"]:
+        for entry in data["signals"]:
+            if entry[0] == CATEGORIES_ENTRY:
+                if not recalibrate and entry[1] not in retyped:
+                    self._restore_categories(state, entry[1], entry[2])
+                continue
+            kind, name, tracks, profile = entry
             signal = self._signal_slot(state, kind, name)
             if signal is None:
                 continue
             saved = {track[0]: track for track in tracks}
             rate = is_rate_signal(name)
-            signal.tracks = [
-                Track.load(track.rule, saved[track.rule.name], rate=rate)
-                if track.rule.name in saved
-                else track
-                for track in signal.tracks
-            ]
+            restored = []
+            for track in signal.tracks:
+                found = saved.get(track.rule.name)
+                if found is None:
+                    restored.append(track)
+                elif recalibrate:
+                    old = Track.load(track.rule, found, rate=rate)
+                    restored.append(track.carry(old, not (kind == FEATURE and name in retyped)))
+                else:
+                    restored.append(Track.load(track.rule, found, rate=rate))
+            signal.tracks = restored
             signal.refresh()
             signal.count, signal.baseline, signal.baseline_var, signal.recent = profile
         self.keys[key_id] = state
+
+    @staticmethod
+    def _restore_feature(state: KeyState, entry: Any) -> str | None:
+        """A feature's kind and count; its name when the model's reference now gives it
+        another kind than it had."""
+        if type(entry) is str:  # written before features had a kind: decided by its signals
+            state.add_feature(entry)
+            return None
+        name, kind, count = entry
+        slot = state.add_feature(name)  # of the kind the reference says, if it has the feature
+        slot.count = int(count)
+        if slot.kind == UNDECIDED and kind != UNDECIDED:
+            state.decide(name, slot, int(kind))
+        return str(name) if slot.kind != kind else None
+
+    @staticmethod
+    def _restore_categories(state: KeyState, name: str, data: list[Any]) -> None:
+        slot = state.features.get(name)
+        if slot is None or slot.categories is None:
+            return  # the config no longer watches them
+        plan = state.plan
+        loaded = Categories.load(plan.max_categories, plan.max_chars, data)
+        slot.categories = loaded
+        if slot.values is not None:
+            slot.values.categories = loaded
 
     @staticmethod
     def _signal_slot(state: KeyState, kind: str, name: str) -> Signal | None:
@@ -686,20 +844,34 @@ class Monitor:
             return state.predictions.get(name)
         if kind == FEATURE:
             slot = state.features.get(name) or state.add_feature(name)
-            slot.numeric = True
-            slot.values = state.new_signal(FEATURE, name)
+            if slot.kind == UNDECIDED:  # state of a version before features had a kind
+                state.decide(name, slot, NUMERIC)
             return slot.values
         if kind == DATA_QUALITY:
             if name == "invalid_rate":
                 return state.invalid
             feature = name.partition(":")[2]
             slot = state.features.get(feature) or state.add_feature(feature)
-            return slot.missing
+            if name.startswith(MISSING_RATE):
+                return slot.missing
+            if name.startswith(UNSEEN_RATE):
+                if slot.unseen is None:
+                    state.watch_unseen(feature, slot)
+                return slot.unseen
+            if name.startswith(WRONG_TYPE_RATE):
+                slot.wrong = state.new_signal(DATA_QUALITY, name)
+                return slot.wrong
         return None
 
 
 def _position(record: Record | None) -> tuple[str, int, int] | None:
     return (record.topic, record.partition, record.offset) if record and record.topic else None
+
+
+def _observations(signal: Signal, track: Track) -> int:
+    """What an alert counts as its track's observations: the values it saw, for a categorical
+    feature the values of the blocks whose distances it saw."""
+    return track.seen * CATEGORY_BLOCK if signal.categories is not None else track.seen
 
 
 def _detector_params(track: Track) -> dict[str, Any]:

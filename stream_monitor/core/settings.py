@@ -13,6 +13,7 @@ from typing import Any
 
 from stream_monitor.core.calibration import Calibration
 from stream_monitor.core.detectors import DetectorRule
+from stream_monitor.core.reference import ReferenceSet
 
 SIGNAL_KINDS = ("performance", "prediction", "feature", "data_quality")
 DEFAULT_MAX_EVENT_BYTES = 1_048_576
@@ -28,19 +29,31 @@ DEFAULT_MAX_EVENT_BYTES = 1_048_576
 # - spread: a continuous series' variance, with ADWIN on |x[2i+1] - x[2i]| (blind to its level);
 #   on features only: on a score or an error a change of spread came with its change of mean,
 #   one more alert for the same change on the same signal.
+# - categories: a categorical feature's distance from its reference per block of values
+#   (`core.categories`), with a one-sided Page-Hinkley (a CUSUM: only a larger distance is a
+#   change) whose threshold is set for the false-alarm budget per value, allowed to fire from
+#   the first block (its running mean starts with the reference's weight), values clipped at 8
+#   (the distance is about N(0, 1) without a change, with no heavy tail to guard against) and,
+#   after an alert, a warm-up of 50 blocks on the new distance. ADWIN on the same distance was
+#   2 to 5 times slower (docs/detection-quality.md).
 # A rule for one kind of series goes dormant on the other. `adwin` and `page_hinkley` are river's
 # raw defaults, kept so that configs naming them go on working (configs/river.yaml).
 DEFAULT_DETECTORS: dict[str, dict[str, Any]] = {
     "rate": {"type": "page_hinkley", "calibrate": {"series": "binary", "rate_change": 0.4}},
     "mean": {"type": "adwin", "calibrate": {"series": "continuous"}},
     "spread": {"type": "adwin", "calibrate": {"series": "continuous", "statistic": "spread"}},
+    "categories": {
+        "type": "page_hinkley",
+        "params": {"mode": "up", "min_instances": 1},
+        "calibrate": {"series": "categorical", "clip": 8.0, "warmup": 50},
+    },
     "adwin": {"type": "adwin"},
     "page_hinkley": {"type": "page_hinkley"},
 }
 DEFAULT_SIGNALS: dict[str, tuple[str, ...]] = {
     "performance": ("rate", "mean"),
     "prediction": ("rate", "mean"),
-    "feature": ("rate", "mean", "spread"),
+    "feature": ("rate", "mean", "spread", "categories"),
     "data_quality": ("rate",),
 }
 DEFAULT_MIN_EFFECT = 0.2  # Cohen's "small" effect: smaller shifts are not worth an alert
@@ -62,6 +75,9 @@ class ModelSettings:
     exclude: tuple[str, ...] = ()
     signals: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     overrides: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # This rule's models' references (`models[].reference`); a model it lacks falls back on
+    # `MonitorSettings.reference`.
+    reference: ReferenceSet | None = None
 
 
 @dataclass(frozen=True)
@@ -72,9 +88,12 @@ class Limits:
     created; each overflow is counted (`MonitorCounters.overflow`) and reported as a metric.
     """
 
-    max_keys: int = 100_000  # monitor keys per input partition
-    max_features: int = 500  # features monitored per key
-    max_feature_name: int = 256  # characters; a longer feature name is not monitored
+    max_models: int = 1_000  # models per input partition
+    max_keys: int = 100_000  # monitor keys per input partition, all models together
+    max_keys_per_model: int = 10_000  # monitor keys (versions × segments) per model
+    max_features: int = 500  # features monitored per key (a model's keys share its features)
+    max_feature_name: int = 256  # characters of a feature name, and of a category value
+    max_categories: int = 32  # known categories per categorical feature; the rest is "other"
 
 
 def _default_rules() -> dict[str, DetectorRule]:
@@ -117,3 +136,5 @@ class MonitorSettings:
     max_pending_labels: int = 100_000
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
     limits: Limits = field(default_factory=Limits)
+    # The references of models whose rule has none of its own (the top-level `reference`).
+    reference: ReferenceSet | None = None

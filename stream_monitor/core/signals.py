@@ -15,7 +15,8 @@ import math
 from typing import Any
 
 from stream_monitor.core.calibration import DORMANT as DORMANT_PHASE
-from stream_monitor.core.calibration import LEARNING, READY, Reference, Scaler, clamp_rate
+from stream_monitor.core.calibration import LEARNING, READY, Scaler, clamp_rate
+from stream_monitor.core.categories import COUNT_VALUES, Categories
 from stream_monitor.core.detectors import DetectorRule
 from stream_monitor.core.effects import (
     BLOCK,
@@ -30,6 +31,12 @@ from stream_monitor.core.effects import (
     split,
 )
 from stream_monitor.core.lifecycle import Incident
+from stream_monitor.core.reference import (
+    ModelReference,
+    Reference,
+    distance_reference,
+    rate_reference,
+)
 from stream_monitor.core.settings import ModelSettings, MonitorSettings
 from stream_monitor.errors import StateError
 
@@ -59,17 +66,28 @@ class ModelPlan:
         "include",
         "joins",
         "kinds",
+        "max_categories",
+        "max_chars",
         "overrides",
         "positive_class",
+        "reference",
         "task",
     )
 
-    def __init__(self, model: ModelSettings, settings: MonitorSettings) -> None:
+    def __init__(
+        self,
+        model: ModelSettings,
+        settings: MonitorSettings,
+        reference: ModelReference | None = None,
+    ) -> None:
         rules = settings.rules
         self.task = model.task
         self.positive_class = model.positive_class
         self.include = frozenset(model.include) or None
         self.exclude = frozenset(model.exclude)
+        self.reference = reference
+        self.max_categories = settings.limits.max_categories
+        self.max_chars = settings.limits.max_feature_name
         self.kinds: dict[str, tuple[DetectorRule, ...]] = {}
         for kind in (PERFORMANCE, PREDICTION, FEATURE, DATA_QUALITY):
             names = model.signals.get(kind)
@@ -80,30 +98,49 @@ class ModelPlan:
             signal: tuple(rules[name] for name in names)
             for signal, names in model.overrides.items()
         }
-        self._cache: dict[tuple[str, str], tuple[DetectorRule, ...]] = {}
+        self._cache: dict[tuple[str, str, bool], tuple[DetectorRule, ...]] = {}
         # Only hold predictions for a label when some performance signal will use the pair.
         self.joins = bool(
             self.rules_for(PERFORMANCE, "error") or self.rules_for(PERFORMANCE, "absolute_error")
         )
 
-    def rules_for(self, kind: str, name: str) -> tuple[DetectorRule, ...]:
-        cached = self._cache.get((kind, name))
+    @property
+    def reference_digest(self) -> str | None:
+        return None if self.reference is None else self.reference.digest
+
+    def rules_for(
+        self, kind: str, name: str, categorical: bool = False
+    ) -> tuple[DetectorRule, ...]:
+        """The rules that watch this signal: a categorical feature's distance is watched by the
+        rules for categorical series (and uncalibrated ones), every other signal by the rest."""
+        cached = self._cache.get((kind, name, categorical))
         if cached is None:
-            cached = self.overrides.get(name, self.kinds[kind])
+            rules = self.overrides.get(name, self.kinds[kind])
             if kind == FEATURE and not self.wants_feature(name):
-                cached = ()
-            self._cache[(kind, name)] = cached
+                rules = ()
+            cached = tuple(rule for rule in rules if _watches(rule, categorical))
+            self._cache[(kind, name, categorical)] = cached
         return cached
 
     def wants_feature(self, name: str) -> bool:
         return (self.include is None or name in self.include) and name not in self.exclude
 
 
+def _watches(rule: DetectorRule, categorical: bool) -> bool:
+    calibration = rule.calibration
+    return calibration is None or (calibration.series == "categorical") == categorical
+
+
 def resolve_plan(settings: MonitorSettings, model: str) -> ModelPlan | None:
-    """The first model rule whose glob matches; None when no rule monitors this model."""
+    """The first model rule whose glob matches; None when no rule monitors this model. Its
+    reference: the rule's own reference file's entry for the model, else the top-level one's."""
     for rule in settings.models:
         if fnmatch.fnmatchcase(model, rule.match):
-            return ModelPlan(rule, settings)
+            reference = None
+            for found in (rule.reference, settings.reference):
+                if reference is None and found is not None:
+                    reference = found.models.get(model)
+            return ModelPlan(rule, settings, reference)
     return None
 
 
@@ -114,10 +151,14 @@ DORMANT = 4  # it stopped watching this series (a rule for another kind of serie
 
 # 0/1 signals by construction: an uncalibrated track measures their effect as a rate.
 RATE_SIGNALS = ("error", "positive_rate", "invalid_rate")
+MISSING_RATE = "missing_rate:"  # absent, null or not finite
+UNSEEN_RATE = "unseen_rate:"  # a categorical feature's values outside its known categories
+WRONG_TYPE_RATE = "wrong_type_rate:"  # a number for a categorical feature, or the reverse
+FEATURE_RATES = (MISSING_RATE, UNSEEN_RATE, WRONG_TYPE_RATE)
 
 
 def is_rate_signal(name: str) -> bool:
-    return name in RATE_SIGNALS or name.startswith("missing_rate:")
+    return name in RATE_SIGNALS or name.startswith(FEATURE_RATES)
 
 
 class Track:
@@ -360,12 +401,28 @@ class Track:
                 self.detector.threshold = scaler.threshold
             if fresh:
                 if not scaler.adwin:  # Page-Hinkley starts now, as if it had seen the warm-up
-                    self.rule.type.prime(self.detector, scaler.n or scaler.calibration.warmup)
+                    n = scaler.n or scaler.calibration.warmup
+                    self.rule.type.prime(self.detector, n, 0.0, 1.0)
+                elif scaler.fixed:  # ADWIN's window starts with the reference in it
+                    self.detector._reset()
+                    mean, sd = self._reference_shape()
+                    self.rule.type.prime(self.detector, scaler.n, mean, sd)
                 size = rate_block_size(scaler.centre or 0.0) if scaler.binary else BLOCK
                 if size != self.block_size:
                     self._clear_ring(size)
         self.update = self._spread if self.spread else self._mean
         return 0
+
+    def _reference_shape(self) -> tuple[float, float]:
+        """Mean and sd of what the detector is fed, for the reference: standardised values,
+        a 0/1 series as it is, or a spread's pair statistic."""
+        scaler = self.scaler
+        assert scaler is not None and scaler.centre is not None
+        if self.spread:
+            return scaler.pair_reference()
+        if scaler.raw_map:
+            return scaler.centre, scaler.scale
+        return 0.0, 1.0
 
     def _restart_calibration(self) -> None:
         assert self.scaler is not None
@@ -423,6 +480,17 @@ class Track:
     def n(self) -> int:
         """Values since the detector's last reset (`total` and `total_sq` sum them)."""
         return self.seen - self.start
+
+    def carry(self, old: Track, incident: bool = True) -> Track:
+        """This (fresh) track goes on from `old`, which was calibrated against another
+        reference: it keeps its count (alert ids stay unique), its cooldown and, when it
+        watches the same kind of series, its open alert, which resolves to this calibration."""
+        self.seen = self.start = old.seen
+        self.quiet_until = old.quiet_until
+        if incident and old.incident is not None:
+            self.incident = old.incident
+            self.incident.saved = None if self.scaler is None else self.scaler.dump()
+        return self
 
     def reset_window(self) -> None:
         self.start = self.seen
@@ -642,13 +710,25 @@ class Signal:
     this series (a rule for 0/1 series goes dormant on a continuous one, and the reverse).
     """
 
-    __slots__ = ("active", "baseline", "baseline_var", "count", "kind", "name", "recent", "tracks")
+    __slots__ = (
+        "active",
+        "baseline",
+        "baseline_var",
+        "categories",
+        "count",
+        "kind",
+        "name",
+        "recent",
+        "tracks",
+    )
 
     def __init__(self, kind: str, name: str, tracks: list[Track]) -> None:
         self.kind = kind
         self.name = name
         self.tracks = tracks
         self.active = [track for track in tracks if not track.dormant]
+        # A categorical feature's distance: the categories its values are measured on.
+        self.categories: Categories | None = None
         self.count = 0
         self.baseline = 0.0
         self.baseline_var = 0.0
@@ -685,18 +765,36 @@ class Signal:
         ]
 
 
-class FeatureSlot:
-    """Per feature of a key: its value signal and its missing-rate signal.
+UNDECIDED, NUMERIC, CATEGORICAL = 0, 1, 2  # a feature's kind: by its reference, else values
+CATEGORIES_ENTRY = "categories"  # a categorical feature's categories among a key's dumped signals
+KIND_NAMES = {NUMERIC: "numeric", CATEGORICAL: "categorical"}
+# A type-change signal starts at a feature's first value of the other type, as if it had seen
+# the values before it (as zeros), at most as many as a 0/1 warm-up with no event needs.
+WRONG_TYPE_PRIMING = 2_000
 
-    The value signal is created on the first numeric value, so categorical features get none.
+
+class FeatureSlot:
+    """Per feature of a key: what it is, its signals, and for a categorical one its categories.
+
+    A feature is numeric (numbers and booleans: a boolean is a 0/1 rate) or categorical
+    (strings): as its model's reference says, else as its first value says. Its value signal
+    watches the numbers, or the categories' distance from their reference; a value of the other
+    type feeds `wrong_type_rate:<name>` instead, created at the first one.
     """
 
-    __slots__ = ("missing", "numeric", "values")
+    __slots__ = ("categories", "count", "kind", "missing", "unseen", "values", "wrong")
 
     def __init__(self, missing: Signal | None) -> None:
+        self.kind = UNDECIDED
         self.values: Signal | None = None
-        self.numeric = False
+        self.categories: Categories | None = None
+        self.unseen: Signal | None = None  # unseen_rate:<name>, once its categories are known
+        self.wrong: Signal | None = None  # wrong_type_rate:<name>, from the first wrong type
         self.missing = missing
+        self.count = 0  # values (or absences) since the feature appeared
+
+    def signals(self) -> list[Signal | None]:
+        return [self.values, self.missing, self.unseen, self.wrong]
 
 
 class KeyState:
@@ -705,7 +803,6 @@ class KeyState:
     __slots__ = (
         "estimated",
         "estimating",
-        "feature_names",
         "features",
         "id",
         "invalid",
@@ -735,7 +832,6 @@ class KeyState:
         self.task = plan.task  # "auto" until the first joined pair decides
         self.positive_class: Any = plan.positive_class
         self.features: dict[str, FeatureSlot] = {}
-        self.feature_names: list[str] = []
         self.predictions: dict[str, Signal | None] = {}
         self.performance: Signal | None = None
         # `estimated_error`, from a classifier's scores: created at the first score
@@ -743,15 +839,27 @@ class KeyState:
         self.estimating = False
         self.invalid = self.new_signal(DATA_QUALITY, "invalid_rate")
 
-    def new_signal(self, kind: str, name: str) -> Signal | None:
-        rules = self.plan.rules_for(kind, name)
+    def new_signal(
+        self,
+        kind: str,
+        name: str,
+        *,
+        categorical: bool = False,
+        reference: Reference | None = None,
+    ) -> Signal | None:
+        """The signal with the plan's rules for it, calibrated against `reference`, else the
+        model's reference for it when it has one."""
+        plan = self.plan
+        rules = plan.rules_for(kind, name, categorical)
         if not rules:
             return None
+        if reference is None and plan.reference is not None and not categorical:
+            reference = plan.reference.signal(kind, name)
         return Signal(
             kind,
             name,
             [
-                Track(rule, reference=rule.calibration.reference_for(self.id, name))
+                Track(rule, reference=reference)
                 if rule.calibration is not None
                 else Track(rule, rate=is_rate_signal(name))
                 for rule in rules
@@ -759,16 +867,61 @@ class KeyState:
         )
 
     def add_feature(self, name: str) -> FeatureSlot:
-        slot = FeatureSlot(self.new_signal(DATA_QUALITY, f"missing_rate:{name}"))
+        slot = FeatureSlot(self.new_signal(DATA_QUALITY, f"{MISSING_RATE}{name}"))
         self.features[name] = slot
-        self.feature_names.append(name)
+        reference = self.plan.reference
+        categorical = None if reference is None else reference.categorical(name)
+        if categorical is not None:
+            self.decide(name, slot, CATEGORICAL if categorical else NUMERIC)
         return slot
+
+    def decide(self, name: str, slot: FeatureSlot, kind: int) -> None:
+        """Fix a feature's kind and create its value signal (and a categorical one's
+        categories, when a rule will use them)."""
+        slot.kind = kind
+        if kind == NUMERIC:
+            slot.values = self.new_signal(FEATURE, name)
+            return
+        plan = self.plan
+        if not (
+            plan.rules_for(FEATURE, name, True)
+            or plan.rules_for(DATA_QUALITY, f"{UNSEEN_RATE}{name}")
+        ):
+            return
+        reference = None if plan.reference is None else plan.reference.categories.get(name)
+        categories = slot.categories = Categories(plan.max_categories, plan.max_chars, reference)
+        slot.values = self.new_signal(
+            FEATURE,
+            name,
+            categorical=True,
+            reference=distance_reference(categories.reference_n or COUNT_VALUES),
+        )
+        if slot.values is not None:
+            slot.values.categories = categories
+        if categories.ready:
+            self.watch_unseen(name, slot)
+
+    def watch_unseen(self, name: str, slot: FeatureSlot) -> None:
+        """The categories are known: their unseen rate is watched from now on (against the
+        reference's share of other values, when they came from one). A restore may have
+        created it before: it keeps that one."""
+        categories = slot.categories
+        if slot.unseen is not None or categories is None:
+            return
+        reference = None
+        if (
+            categories.ready
+            and self.plan.reference is not None
+            and name in self.plan.reference.categories
+        ):
+            n = categories.reference_n
+            reference = rate_reference(categories.reference[categories.other], n)
+        slot.unseen = self.new_signal(DATA_QUALITY, f"{UNSEEN_RATE}{name}", reference=reference)
 
     def signals(self) -> list[Signal]:
         found = [self.performance, self.estimated, self.invalid, *self.predictions.values()]
         for slot in self.features.values():
-            found.append(slot.values)
-            found.append(slot.missing)
+            found.extend(slot.signals())
         return [signal for signal in found if signal is not None]
 
     def dump(self) -> dict[str, Any]:
@@ -778,7 +931,15 @@ class KeyState:
             "segment": self.segment,
             "task": self.task,
             "positive_class": self.positive_class,
-            "features": self.feature_names,
+            "reference": self.plan.reference_digest,
+            "features": [[name, slot.kind, slot.count] for name, slot in self.features.items()],
             "predictions": sorted(self.predictions),
-            "signals": [signal.dump() for signal in self.signals()],
+            # A categorical feature's categories travel with the signals, as an entry of their
+            # own: the changelog splits a key too large for one record between its signals.
+            "signals": [signal.dump() for signal in self.signals()]
+            + [
+                [CATEGORIES_ENTRY, name, slot.categories.dump()]
+                for name, slot in self.features.items()
+                if slot.categories is not None
+            ],
         }

@@ -1,7 +1,8 @@
 """Alertmanager sink: drift alerts as Alertmanager alerts (API v2), kept firing while active.
 
 Mapping (docs/forwarding.md): labels `alertname=ModelDrift`, `model`, `signal_kind`, `signal`,
-`severity`, `monitor_key` and `alert_id`. Alertmanager identifies an alert by its label set, so
+`severity`, `monitor_key` and `alert_id` (category values never become labels: they are
+unbounded). Alertmanager identifies an alert by its label set, so
 without `alert_id` two detections on the same key and signal would merge into one; with it,
 each detection is one Alertmanager alert, and a re-delivered alert (at least once) lands on the
 same one: Alertmanager itself de-duplicates on the id. Annotations carry the change
@@ -30,7 +31,7 @@ from typing import Any, TypeGuard
 
 import orjson
 
-from stream_monitor.core.alerts import describe
+from stream_monitor.core.alerts import describe, describe_categories, describe_cause, describe_new
 from stream_monitor.core.events import format_time
 from stream_monitor.forward.http import HttpEndpoint
 from stream_monitor.forward.records import DETECTED, RESOLVED, AlertRecord
@@ -63,6 +64,19 @@ def render_effect(effect: object) -> str:
 
 
 def _render_effect_mapping(effect: dict[str, Any]) -> str:
+    text = _render_change(effect)
+    new = effect.get("new")
+    if isinstance(new, list) and new:
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            text += f" {describe_new(new)}"
+    return text
+
+
+def _render_change(effect: dict[str, Any]) -> str:
+    moved = _moved_categories(effect)
+    if moved is not None:
+        distance = effect.get("distance")
+        return moved + (f" (w {distance:.2f})" if _is_number(distance) else "")
     before, after, shift = effect.get("before"), effect.get("after"), effect.get("shift")
     change = (
         f"{_number(before)} → {_number(after)}" if _is_number(before) and _is_number(after) else ""
@@ -80,6 +94,19 @@ def _render_effect_mapping(effect: dict[str, Any]) -> str:
         f"{name}={value if isinstance(value, str) else _number(value)}"
         for name, value in effect.items()
     )
+
+
+def _moved_categories(effect: object) -> str | None:
+    """A categorical feature's effect: `fr 0.20 → 0.58, de 0.30 → 0.16`; None for others."""
+    if not isinstance(effect, dict) or effect.get("statistic") != "categories":
+        return None
+    moved = effect.get("categories")
+    if not isinstance(moved, list):
+        return None
+    try:
+        return describe_categories(moved) or "no category moved"
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def effect_text(data: dict[str, Any]) -> str | None:
@@ -104,6 +131,10 @@ def render_causes(causes: object) -> str | None:
     for cause in causes:
         if not isinstance(cause, dict):
             continue
+        if cause.get("statistic") == "categories":
+            with contextlib.suppress(KeyError, TypeError, ValueError):
+                parts.append(describe_cause(cause))
+            continue
         text = f"{cause.get('feature')} ({cause.get('shift', 0):+.2f}σ"
         if "baseline_mean" in cause and "recent_mean" in cause:
             text += f", {_number(cause['baseline_mean'])} → {_number(cause['recent_mean'])}"
@@ -127,9 +158,12 @@ def labels_of(event: dict[str, Any]) -> dict[str, str]:
 def annotations_of(event: dict[str, Any]) -> dict[str, str]:
     data = event.get("data") or {}
     stats = data.get("stats") or {}
-    change = f"{_number(stats.get('mean_before'))} → {_number(stats.get('mean_after'))}"
-    if stats.get("mean_recent") is not None:
-        change += f" (recent {_number(stats['mean_recent'])})"
+    # a categorical feature's stats are its distance per block: its categories say what changed
+    change = _moved_categories(data.get("effect"))
+    if change is None:
+        change = f"{_number(stats.get('mean_before'))} → {_number(stats.get('mean_after'))}"
+        if stats.get("mean_recent") is not None:
+            change += f" (recent {_number(stats['mean_recent'])})"
     result = {
         "summary": f"{data.get('monitor_key')} {data.get('signal_kind')}/{data.get('signal')}: {change}",
         "change": change,

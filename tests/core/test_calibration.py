@@ -141,18 +141,33 @@ def test_binary_series_keep_the_budget_and_find_a_one_sigma_step(rate: float) ->
     assert statistics.median(delays) <= 100
 
 
+def reference_file(path: Path, mean: float, sd: float, model: str = "m") -> str:
+    signals = {"feature/x": {"n": 10_000, "mean": mean, "sd": sd, "binary": False}}
+    models = {model: {"features": {"x": "numeric"}, "signals": signals}}
+    path.write_text(json.dumps({"format": "stream-monitor/reference/1", "models": models}))
+    return str(path)
+
+
 def test_reference_file_replaces_the_warmup(tmp_path: Path) -> None:
-    reference = tmp_path / "reference.json"
-    reference.write_text(json.dumps({"signals": {"x": {"mean": 10.0, "sd": 2.0}}}))
     values = gaussian(3, 400, 10.0, 2.0, shift_at=200)
     assert alert_indices(calibrated(warmup=1000), values) == []
-    found = alert_indices(calibrated(warmup=1000, reference=str(reference)), values)
-    assert found and 200 <= found[0] < 300
-    # A key-specific entry wins over the signal-wide one.
-    reference.write_text(
-        json.dumps({"signals": {"x": {"mean": 0.0, "sd": 1.0}, "m/x": {"mean": 10.0, "sd": 2.0}}})
+    reference = reference_file(tmp_path / "reference.json", 10.0, 2.0)
+    with_reference = monitor(
+        reference=reference,
+        detectors={"c": {"type": "page_hinkley", "calibrate": {"warmup": 1000}}},
+        signals={"feature": ["c"], "prediction": [], "performance": [], "data_quality": []},
     )
-    assert alert_indices(calibrated(warmup=1000, reference=str(reference)), values) == found
+    found = alert_indices(with_reference, values)
+    assert found and 200 <= found[0] < 300
+    # A rule's own reference wins over the top-level one for the models it has.
+    wrong = reference_file(tmp_path / "wrong.json", 0.0, 1.0)
+    both = monitor(
+        reference=wrong,
+        detectors={"c": {"type": "page_hinkley", "calibrate": {"warmup": 1000}}},
+        signals={"feature": ["c"], "prediction": [], "performance": [], "data_quality": []},
+        models=[{"match": "m", "reference": reference}],
+    )
+    assert alert_indices(both, values) == found
 
 
 def test_config_errors_name_the_key(tmp_path: Path) -> None:
@@ -160,12 +175,15 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
         config(
             detectors={"c": {"type": "page_hinkley", "params": {"threshold": 3}, "calibrate": {}}}
         )
-    with pytest.raises(ConfigError, match=r"detectors\.c\.calibrate\.reference: cannot read"):
-        config(detectors={"c": {"type": "adwin", "calibrate": {"reference": "/nonexistent"}}})
-    bad = tmp_path / "bad.json"
-    bad.write_text('{"signals": {"x": {"mean": 1}}}')
-    with pytest.raises(ConfigError, match="is not a reference file"):
-        config(detectors={"c": {"type": "adwin", "calibrate": {"reference": str(bad)}}})
+    # a per-rule reference of 0.2 (one signal's mean and sd) is now a per-model file
+    with pytest.raises(ConfigError, match=r"detectors\.c\.calibrate: reference: references are"):
+        config(detectors={"c": {"type": "adwin", "calibrate": {"reference": "r.json"}}})
+    with pytest.raises(ConfigError, match=r"^reference: cannot read /nonexistent"):
+        config(reference="/nonexistent")
+    old = tmp_path / "old.json"
+    old.write_text('{"signals": {"x": {"mean": 1, "sd": 1}}}')
+    with pytest.raises(ConfigError, match="per-signal format of an earlier version"):
+        config(reference=str(old))
 
 
 @pytest.mark.parametrize("cut", [300, 1500, 2600])

@@ -23,8 +23,8 @@ def test_prediction_feeds_every_default_signal() -> None:
         records(
             PREDICTION,
             [
-                prediction(0, score=0.9, features={"a": 1.5, "b": "cat", "c": None}),
-                prediction(1, score=0.8, features={"a": 2, "b": "dog"}),
+                prediction(0, score=0.9, features={"a": 1.5, "b": "cat", "c": None, "d": True}),
+                prediction(1, score=0.8, features={"a": 2, "b": "dog", "d": False}),
             ],
         )
     )
@@ -35,8 +35,11 @@ def test_prediction_feeds_every_default_signal() -> None:
             "prediction/score": 2,
             "feature/a": 2,
             "data_quality/missing_rate:a": 2,
+            "feature/b": 0,  # a categorical feature: its distance, once per block of values
             "data_quality/missing_rate:b": 2,
             "data_quality/missing_rate:c": 2,
+            "feature/d": 2,  # a boolean: a 0/1 rate
+            "data_quality/missing_rate:d": 2,
         }
     }
     c = m.keys["m"].features["c"].missing.tracks[0]  # type: ignore[union-attr]

@@ -258,3 +258,26 @@ def test_tracks_written_by_0_2_are_restored() -> None:
     tracks = restored.keys["m"].features["x"].values.tracks  # type: ignore[union-attr]
     mean = tracks[1]
     assert mean.rule.name == "mean" and mean.seen >= 1000 and mean.scaler is not None
+
+
+def test_state_written_before_features_had_a_kind_is_restored() -> None:
+    """Keys written by 0.2 list their features by name and record no reference digest: their
+    numeric features are restored from their signals, and detection goes on the same."""
+    settings = config().monitor_settings()
+    events = records(
+        PREDICTION,
+        [prediction(i, features={"x": v, "y": None}) for i, v in enumerate(golden_stream())],
+    )
+    whole = [a.id for a in Monitor(settings).process(events).alerts]
+    assert whole
+    first = Monitor(settings)
+    before = [a.id for a in first.process(events[:800]).alerts]
+    state = first.snapshot()
+    key = state.keys["m"]
+    assert key is not None
+    key["features"] = [name for name, _, _ in key["features"]]
+    del key["reference"]
+    restored = Monitor(settings)
+    restored.restore(state)
+    assert [a.id for a in restored.process(events[800:]).alerts] == whole[len(before) :]
+    assert restored.keys["m"].features["y"].kind == 0  # never a value: its kind is not known

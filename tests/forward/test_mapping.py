@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import base64
 import logging
+import random
 import time
+from dataclasses import replace
 from typing import Any
 from urllib.parse import unquote
 
@@ -13,6 +15,11 @@ import orjson
 import pytest
 from cloudevents.v1.http import from_http
 
+from stream_monitor.config import build_config
+from stream_monitor.core.alerts import describe, describe_categories
+from stream_monitor.core.events import PREDICTION, Record
+from stream_monitor.core.monitor import Monitor
+from stream_monitor.core.reference import FORMAT, parse
 from stream_monitor.forward.alertmanager import AlertmanagerSink, annotations_of, labels_of
 from stream_monitor.forward.http import HttpEndpoint
 from stream_monitor.forward.records import AlertRecord, parse_event
@@ -82,6 +89,87 @@ def test_the_effect_annotation_renders_data_effect_whatever_its_shape(
     event = drift_alert(3)
     event["data"]["effect"] = effect
     assert annotations_of(event)["effect"] == shown
+
+
+def categorical_alerts() -> list[dict[str, Any]]:
+    """What the monitor publishes for a country mix that moves (fr 20% -> 60%) and a device
+    type that appears, with a reference for both features (its own code, not a hand-made
+    event)."""
+    reference = {
+        "format": FORMAT,
+        "models": {
+            "fraud": {
+                "signals": {
+                    "feature/country": {
+                        "n": 10_000,
+                        "categories": {"fr": 0.2, "de": 0.3, "es": 0.25, "it": 0.25},
+                    },
+                    "feature/device": {"n": 10_000, "categories": {"ios": 0.6, "web": 0.4}},
+                }
+            }
+        },
+    }
+    settings = replace(build_config({}, environ={}).monitor_settings(), reference=parse(reference))
+    rng = random.Random(3)
+    events = [
+        {
+            "prediction_id": f"p{i}",
+            "model": "fraud",
+            "prediction": 1,
+            "timestamp": 1_767_225_600_000 + 100 * i,
+            "features": {
+                "country": rng.choices(["fr", "de", "es", "it"], [0.6, 0.15, 0.125, 0.125])[0],
+                "device": "foldable" if rng.random() < 0.3 else rng.choice(["ios", "web"]),
+            },
+        }
+        for i in range(400)
+    ]
+    batch = [Record(PREDICTION, event, None, "p", 0, i) for i, event in enumerate(events)]
+    return [alert.event for alert in Monitor(settings).process(batch).alerts]
+
+
+def test_categorical_alerts_say_which_categories_moved_in_alertmanager_and_slack() -> None:
+    found = {event["data"]["signal"]: event for event in categorical_alerts()}
+    country = found["country"]
+    notes = annotations_of(country)
+    moved = describe_categories(country["data"]["effect"]["categories"])
+    assert moved.startswith("fr 0.20 → 0.6")
+    assert notes["change"] == moved
+    assert notes["summary"] == f"fraud feature/country: {moved}"
+    assert notes["effect"] == f"{moved} (w {country['data']['effect']['distance']:.2f})"
+    assert "σ" not in notes["effect"] and "sd" not in notes["effect"]
+    assert "category" not in labels_of(country) and labels_of(country)["signal"] == "country"
+    # a new device type: its unseen rate names it, and so does the device mix's alert
+    unseen = annotations_of(found["unseen_rate:device"])
+    assert unseen["effect"] == "0.0001 → 0.2222 (+22.21 sd) new: foldable 0.22"
+    device = annotations_of(found["device"])["effect"]
+    assert (
+        device
+        == "(other) 0.00 → 0.28, ios 0.60 → 0.35, web 0.40 → 0.37 (w 0.51) new: foldable 0.32"
+    )
+    text = slack_text(record(country))
+    assert f"feature/country {moved}" in text and "effect: fr 0.20 → 0.6" in text
+
+
+def test_a_categorical_likely_cause_shows_its_categories() -> None:
+    event = drift_alert(4)
+    event["data"]["likely_causes"] = [
+        {
+            "feature": "country",
+            "shift": 1.9,
+            "statistic": "categories",
+            "categories": [
+                {"category": "fr", "before": 0.2, "after": 0.58},
+                {"category": None, "before": 0.0, "after": 0.1},
+            ],
+        },
+        {"feature": "income", "shift": 1.02, "baseline_mean": 50.1, "recent_mean": 60.3},
+    ]
+    expected = "country (fr 0.20 → 0.58, (other) 0.00 → 0.10), income (+1.02σ, 50.1 → 60.3)"
+    assert annotations_of(event)["likely_causes"] == expected
+    assert describe(event).endswith(
+        "likely causes: country (fr 0.20 → 0.58, (other) 0.00 → 0.10), income (+1.02σ)"
+    )
 
 
 class Quiet:

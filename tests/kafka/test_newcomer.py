@@ -57,6 +57,10 @@ def test_demo_short_mode_shows_the_expected_alerts_and_exits_0() -> None:
     assert "credit  performance/error" in out
     assert "fraud  feature/amount" in out
     assert "fraud  prediction/score" in out
+    # the categorical feature that drifts, with the categories that moved (fr 20% -> 60%)
+    country = next(line for line in out.splitlines() if "fraud  feature/country  " in line)
+    assert "fraud  feature/country  fr 0.2" in country and " → 0.6" in country
+    assert "feature/merchant" not in out and "new_customer  " not in out  # stable ones
     assert "eta  " not in out.split("Summary")[0]  # the healthy model raises nothing
     assert (
         "finished in" in out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import pytest
@@ -78,6 +79,27 @@ def test_a_key_larger_than_a_record_is_split_into_parts_and_read_back_whole() ->
     assert len(parts) > 3 and parts[0] == b"k:m" and parts[1] == b"k:m#1"
     assert all(len(value or b"") <= 20_000 for _, value, _ in log.written)
     assert restored(settings, log, 20_000).snapshot() == proc.monitor.snapshot()
+
+
+def test_a_key_with_the_most_categorical_features_is_split_and_read_back_whole() -> None:
+    """500 features of 32 categories each (about 400 kB of categories): they travel with the
+    signals, in parts that each fit a record, not in the key's head record."""
+    settings = config().monitor_settings()
+    proc = processor(settings, max_bytes=150_000)
+    rng = random.Random(2)
+    events = [
+        prediction(i, features={f"f{j:03d}": f"value-{rng.randrange(32)}" for j in range(500)})
+        for i in range(700)
+    ]
+    run(proc, PREDICTION, events, 0)
+    state = proc.monitor.keys["m"]
+    known = [len(slot.categories.names) for slot in state.features.values()]  # type: ignore[union-attr]
+    assert len(known) == 500 and min(known) >= 25  # (a value its first 100 missed is other)
+    log = Log()
+    log.append(proc.checkpoint())
+    assert len([key for key in log.live_keys() if key.startswith(b"k:m")]) >= 2
+    assert all(len(value or b"") <= 150_000 for _, value, _ in log.written)
+    assert restored(settings, log, 150_000).snapshot() == proc.monitor.snapshot()
 
 
 def test_a_key_that_shrinks_deletes_its_spare_parts() -> None:

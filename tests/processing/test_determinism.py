@@ -11,7 +11,7 @@ it reads them (a catch-up): a stream is read to its end only when all of it was 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from stream_monitor.core.alerts import RESOLVED_TYPE
 from stream_monitor.core.events import LABEL, PREDICTION, Record
 from stream_monitor.core.monitor import Monitor
+from stream_monitor.core.reference import FORMAT, parse
 from stream_monitor.core.settings import MonitorSettings
 from stream_monitor.core.state import StateChanges, StateCodec
 from stream_monitor.processing.changelog import (
@@ -33,7 +34,7 @@ from stream_monitor.processing.changelog import (
 from stream_monitor.processing.merge import LABELS, PREDICTIONS
 from stream_monitor.processing.partition import PartitionProcessor
 from stream_monitor.scenarios import generate
-from tests.helpers import STATE_KEY, config
+from tests.helpers import STATE_KEY, T0, config
 
 CODEC = StateCodec(STATE_KEY)
 SETTINGS = config(
@@ -72,11 +73,82 @@ def topics(seed: int, chunk: int = 0) -> tuple[list[Record], list[Record]]:
     )
 
 
+def categorical_topics(seed: int) -> tuple[list[Record], list[Record]]:
+    """Two models with what the built-in rules watch beyond numbers: `shop` has a reference
+    (its categories are known from its first event) and a country mix that moves and comes
+    back, an amount that turns to text, a flag; `web` learns its categories on a warm-up, then
+    sees a new device type."""
+    rng = random.Random(seed)
+    predictions, labels = [], []
+    for i in range(4000):
+        moved = 700 <= i < 2700
+        shop = {
+            "country": rng.choices(COUNTRIES, (0.6, 0.15, 0.125, 0.125) if moved else MIX)[0],
+            "amount": f"{rng.gauss(100, 20):.1f}"
+            if i >= 1000 and i % 9 == 0
+            else rng.gauss(100, 20),
+            "flag": rng.random() < 0.3,
+        }
+        device = "foldable" if i >= 900 and rng.random() < 0.15 else rng.choice(("ios", "web"))
+        for model, features in (("shop", shop), ("web", {"device": device})):
+            event_id = f"{model}-{i}"
+            time_ms = T0 + 100 * i
+            predictions.append(
+                {
+                    "prediction_id": event_id,
+                    "model": model,
+                    "prediction": int(rng.random() < 0.3),
+                    "score": rng.random(),
+                    "timestamp": time_ms,
+                    "features": features,
+                }
+            )
+            labels.append(
+                {
+                    "prediction_id": event_id,
+                    "model": model,
+                    "label": int(rng.random() < 0.3),
+                    "timestamp": time_ms + 1500,
+                }
+            )
+    labels.sort(key=lambda event: event["timestamp"])
+    return (
+        [Record(PREDICTION, e, None, "p", 0, i) for i, e in enumerate(predictions)],
+        [Record(LABEL, e, None, "l", 0, i) for i, e in enumerate(labels)],
+    )
+
+
+COUNTRIES = ("fr", "de", "es", "it")
+MIX = (0.2, 0.3, 0.25, 0.25)
+SHOP_REFERENCE = {
+    "events": 10_000,
+    "signals": {
+        "feature/amount": {
+            "n": 10_000,
+            "mean": 100.0,
+            "sd": 20.0,
+            "pairs": {"mean": 1.13, "sd": 0.85},
+        },
+        "feature/country": {
+            "n": 10_000,
+            "categories": dict(zip(COUNTRIES, MIX, strict=True)),
+            "other": 0.0,
+        },
+        "feature/flag": {"n": 10_000, "mean": 0.3, "sd": 0.458, "binary": True},
+    },
+}
+# The built-in rules, and a reference for `shop`.
+CATEGORICAL = replace(
+    config().monitor_settings(),
+    reference=parse({"format": FORMAT, "models": {"shop": SHOP_REFERENCE}}),
+)
+
+
 def uninterrupted(
-    streams: tuple[list[Record], list[Record]],
+    streams: tuple[list[Record], list[Record]], settings: MonitorSettings = SETTINGS
 ) -> tuple[list[str], StateChanges, int]:
     """Ids of every output, the final state, and how many of the outputs are drift_resolved."""
-    processor = PartitionProcessor(0, Monitor(SETTINGS), PartitionWriter(CODEC, 0))
+    processor = PartitionProcessor(0, Monitor(settings), PartitionWriter(CODEC, 0))
     processor.add(PREDICTIONS, streams[0])
     processor.add(LABELS, streams[1])
     alerts = processor.process((True, True)).alerts
@@ -176,9 +248,13 @@ steps = st.lists(
 )
 
 
-def simulate(streams: tuple[list[Record], list[Record]], plan: list[Step]) -> Cluster:
+def simulate(
+    streams: tuple[list[Record], list[Record]],
+    plan: list[Step],
+    settings: MonitorSettings = SETTINGS,
+) -> Cluster:
     cluster = Cluster(streams)
-    instance = Instance(cluster, SETTINGS)
+    instance = Instance(cluster, settings)
     for stream, count, action in plan:
         instance.deliver(stream, count)
         instance.process()
@@ -187,9 +263,9 @@ def simulate(streams: tuple[list[Record], list[Record]], plan: list[Step]) -> Cl
         elif action == "state":
             instance.commit(state=True)
         elif action == "crash":  # everything since the last commit is gone
-            instance = Instance(cluster, SETTINGS)
+            instance = Instance(cluster, settings)
     instance.finish()
-    final = Instance(cluster, SETTINGS)  # restore the final state as a successor would
+    final = Instance(cluster, settings)  # restore the final state as a successor would
     cluster.final_state = final.processor.monitor.snapshot()  # type: ignore[attr-defined]
     return cluster
 
@@ -225,3 +301,40 @@ def test_labels_shuffled_in_chunks_give_the_same_alerts_whatever_the_arrival_ord
             streams, [(PREDICTIONS, 10**6, "none"), (LABELS, 10**6, "none")]
         )
         assert labels_first.published == predictions_first.published == expected, seed
+
+
+CATEGORICAL_REFERENCE = uninterrupted(categorical_topics(5), CATEGORICAL)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(plan=steps)
+# crashes inside the warm-up's two phases and inside a block of the reference's categories
+@example(plan=[(0, 150, "state"), (1, 40, "commit"), (0, 170, "crash"), (0, 777, "state")])
+@example(plan=[(0, 1050, "commit"), (0, 33, "state"), (1, 500, "crash"), (0, 1201, "commit")])
+def test_categories_references_and_type_changes_survive_any_interleaving_and_crash(
+    plan: list[Step],
+) -> None:
+    """Top-K sketches, block counts, unseen sketches, reference digests and type-change
+    signals are in the signed state: the same alerts, with the same ids, and the same state."""
+    ids, state, resolved = CATEGORICAL_REFERENCE
+    assert len(ids) >= 4 and resolved >= 1
+    cluster = simulate(categorical_topics(5), plan, CATEGORICAL)
+    assert cluster.published == ids
+    assert cluster.final_state == state  # type: ignore[attr-defined]
+
+
+def test_the_categorical_stream_alerts_what_moved() -> None:
+    processor = PartitionProcessor(0, Monitor(CATEGORICAL), PartitionWriter(CODEC, 0))
+    streams = categorical_topics(5)
+    processor.add(PREDICTIONS, streams[0])
+    processor.add(LABELS, streams[1])
+    found = {
+        (a.event["type"].rpartition(".")[2], a.event["data"]["model"], a.event["data"]["signal"])
+        for a in processor.process((True, True)).alerts
+    }
+    assert {
+        ("drift_detected", "shop", "country"),
+        ("drift_resolved", "shop", "country"),
+        ("drift_detected", "shop", "wrong_type_rate:amount"),
+        ("drift_detected", "web", "unseen_rate:device"),
+    } <= found
