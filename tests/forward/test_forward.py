@@ -175,8 +175,14 @@ def test_alerts_of_a_real_run_reach_alertmanager_and_webhooks_once_each(
         assert alert["labels"] == expected_labels(event)
         assert alert["status"]["state"] == "active"
         assert alert["startsAt"].replace("+00:00", "Z").startswith(event["time"][:19])
-        stats = event["data"]["stats"]
-        assert alert["annotations"]["change"].startswith(f"{stats['mean_before']:.4g} → ")
+        stats, effect = event["data"]["stats"], event["data"].get("effect") or {}
+        if effect.get("statistic") == "categories":  # the categories that moved, not a distance
+            first = effect["categories"][0]
+            assert alert["annotations"]["change"].startswith(
+                f"{first['category'] or '(other)'} {first['before']:.2f} → {first['after']:.2f}"
+            )
+        else:
+            assert alert["annotations"]["change"].startswith(f"{stats['mean_before']:.4g} → ")
     # Structured: the CloudEvent exactly as on the topic, with the configured header.
     assert Counter(structured.ids()) == Counter(list(expected))
     for item in structured.received:
