@@ -237,3 +237,34 @@ def test_an_alert_is_committed_at_once_not_at_the_next_commit_interval(
         visible = alert_events(broker.bootstrap_servers, names.alerts, idle=0.3)
         assert running.service.counters.commits >= 1  # the timer cannot have fired yet
     assert {alert["id"] for alert in visible} <= set(expected)
+
+
+def test_a_stream_at_its_end_without_an_end_of_partition_event_does_not_hold_the_other(
+    broker: LocalBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The merge waits for a stream with nothing buffered unless it is read to its end. When no
+    end-of-partition event says so (here librdkafka is told never to send one), the loop asks
+    the broker's high watermark instead: every prediction is processed and committed, with
+    the alerts the files give, though no label ever arrives."""
+    from stream_monitor.kafka import service as service_module
+
+    settings = service_module.consumer_settings
+    monkeypatch.setattr(
+        service_module,
+        "consumer_settings",
+        lambda *args, **kwargs: {**settings(*args, **kwargs), "enable.partition.eof": False},
+    )
+    config = make_config(config_data(broker.bootstrap_servers))
+    names = create_topics(config)
+    scenario = generate("default", events=EVENTS, seed=7)
+    scenario.labels.clear()
+    produce_scenario(broker.bootstrap_servers, names, scenario)
+    with ServiceThread(config):
+        wait_for(
+            lambda: committed_total(config, names.predictions) == len(scenario.predictions),
+            60,
+            "every prediction committed",
+        )
+    alerts = alert_events(broker.bootstrap_servers, names.alerts)
+    assert sorted(a["id"] for a in alerts) == sorted(expected_alerts(config, scenario))
+    assert alerts  # the feature drift of the default scenario
