@@ -58,6 +58,9 @@ _OFFSET_BEGINNING = -2
 # A stream's buffer (records read, waiting for the other stream) past which its partition is
 # paused until the merge catches up.
 MAX_BUFFERED = 50_000
+# A NamedTuple built without its Python-level __new__: a per-message record at a plain tuple's
+# cost (0.08 µs, not 0.19 µs).
+_new_record = tuple.__new__
 
 
 class ServiceCounters(OutputCounters):
@@ -467,14 +470,17 @@ class MonitorService:
             idle[(topic, partition)] = False
             timestamp_type, timestamp = message.timestamp()
             value = message.value()
-            record = Record(
-                kind,
-                b"" if value is None else value,
-                timestamp if timestamp_type else None,
-                topic,
-                partition,
-                message.offset(),
-                message.key(),
+            record = _new_record(
+                Record,
+                (
+                    kind,
+                    b"" if value is None else value,
+                    timestamp if timestamp_type else None,
+                    topic,
+                    partition,
+                    message.offset(),
+                    message.key(),
+                ),
             )
             batch = batches.get((partition, streams[topic]))
             if batch is None:
