@@ -22,6 +22,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from stream_monitor.collector import tune_for_streaming
 from stream_monitor.config import Config
 from stream_monitor.core.alerts import RESOLVED_TYPE
 from stream_monitor.core.events import LABEL, PREDICTION, EventError, Record
@@ -182,6 +183,7 @@ class MonitorService:
         An unexpected error stops the loop without committing anything it did not finish: the
         open transaction is aborted (at least once: no offsets are committed), and it is raised.
         """
+        tune_for_streaming()  # this loop is the process's work: stream_monitor/collector.py
         self._connect()
         consumer = self._consumer
         assert consumer is not None
