@@ -125,8 +125,10 @@ def replay(
     pretty: bool,
 ) -> None:
     """Run the monitor offline over files of events; print one alert (CloudEvents JSON) per line."""
+    from stream_monitor.collector import tune_for_streaming
     from stream_monitor.replay import replay as run_replay
 
+    tune_for_streaming()
     config = _load(config_path)
     handle: IO[bytes] = output.open("wb") if output else sys.stdout.buffer
     if pretty:

@@ -9,9 +9,11 @@ queue, so an entry that arrived out of event-time order may linger until the ent
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Iterable
 from typing import Any
 
 JoinKey = tuple[str, str]  # (model, prediction_id)
+JoinEntry = tuple[JoinKey, "list[Any] | None"]  # a key and its entry (None: gone)
 
 
 class Pending:
@@ -216,6 +218,20 @@ class LabelJoin:
         if waiting is not None:
             return ["l", waiting.label, waiting.time_ms]
         return None
+
+    def dump_entries(self, keys: Iterable[JoinKey]) -> list[JoinEntry]:
+        """`dump_entry` of each key in one loop: a checkpoint dumps every key that changed."""
+        predictions, labels = self.predictions, self.labels
+        out: list[JoinEntry] = []
+        append = out.append
+        for key in keys:
+            pending = predictions.get(key)
+            if pending is not None:
+                append((key, ["p", pending.key_id, pending.prediction, pending.time_ms]))
+                continue
+            waiting = labels.get(key)
+            append((key, None if waiting is None else ["l", waiting.label, waiting.time_ms]))
+        return out
 
     def load_entry(self, key: JoinKey, data: list[Any] | None) -> None:
         """Apply one changelog entry: a prediction or label waiting, or (None) neither."""

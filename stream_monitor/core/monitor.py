@@ -714,7 +714,7 @@ class Monitor:
         return StateChanges(
             meta=self._dump_meta(),
             keys=keys,
-            join=[(key, join.dump_entry(key)) for key in (*join.predictions, *join.labels)],
+            join=join.dump_entries((*join.predictions, *join.labels)),
         )
 
     def take_changes(self) -> StateChanges:
@@ -726,7 +726,7 @@ class Monitor:
         }
         self._dirty = {}
         join = self.join
-        entries = [(key, join.dump_entry(key)) for key in join.take_changes()]
+        entries = join.dump_entries(join.take_changes())
         return StateChanges(meta=meta, keys=keys, join=entries)
 
     def _dump_meta(self) -> dict[str, Any]:

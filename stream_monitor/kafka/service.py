@@ -22,6 +22,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from stream_monitor.collector import tune_for_streaming
 from stream_monitor.config import Config
 from stream_monitor.core.alerts import RESOLVED_TYPE
 from stream_monitor.core.events import LABEL, PREDICTION, EventError, Record
@@ -60,6 +61,9 @@ _OFFSET_BEGINNING = -2
 MAX_BUFFERED = 50_000
 # How often a quiet loop looks for a stream at its end that librdkafka did not report.
 END_CHECK_SECONDS = 1.0
+# A NamedTuple built without its Python-level __new__: a per-message record at a plain tuple's
+# cost (0.08 µs, not 0.19 µs).
+_new_record = tuple.__new__
 
 
 class ServiceCounters(OutputCounters):
@@ -182,6 +186,7 @@ class MonitorService:
         An unexpected error stops the loop without committing anything it did not finish: the
         open transaction is aborted (at least once: no offsets are committed), and it is raised.
         """
+        tune_for_streaming()  # this loop is the process's work: stream_monitor/collector.py
         self._connect()
         consumer = self._consumer
         assert consumer is not None
@@ -473,14 +478,17 @@ class MonitorService:
             idle[(topic, partition)] = False
             timestamp_type, timestamp = message.timestamp()
             value = message.value()
-            record = Record(
-                kind,
-                b"" if value is None else value,
-                timestamp if timestamp_type else None,
-                topic,
-                partition,
-                message.offset(),
-                message.key(),
+            record = _new_record(
+                Record,
+                (
+                    kind,
+                    b"" if value is None else value,
+                    timestamp if timestamp_type else None,
+                    topic,
+                    partition,
+                    message.offset(),
+                    message.key(),
+                ),
             )
             batch = batches.get((partition, streams[topic]))
             if batch is None:

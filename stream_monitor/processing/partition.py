@@ -139,4 +139,4 @@ class PartitionProcessor:
 
 
 def _live_entries(join: LabelJoin) -> list[JoinEntry]:
-    return [(key, join.dump_entry(key)) for key in (*join.predictions, *join.labels)]
+    return join.dump_entries((*join.predictions, *join.labels))

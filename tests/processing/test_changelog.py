@@ -148,6 +148,22 @@ def test_join_entries_are_a_few_records_per_checkpoint_and_snapshots_replace_the
     assert list(proc.monitor.join.predictions) == [("m", f"p{i}") for i in range(1800, 2400)]
 
 
+def test_join_entries_beyond_a_record_are_cut_into_records_that_fit_and_read_back() -> None:
+    settings = config().monitor_settings()
+    proc = processor(settings, max_bytes=2_000)
+    log = Log()
+    events = [{**prediction(i), "prediction": "x" * (i % 97)} for i in range(400)]
+    run(proc, PREDICTION, events, 0)
+    written = proc.checkpoint()
+    join_values = [value for key, value, _ in written if key.startswith(b"j:")]
+    assert len(join_values) > 10  # ~40 bytes per entry, with uneven predictions
+    assert all(value is not None and len(value) <= 2_000 for value in join_values)
+    log.append(written)
+    monitor = restored(settings, log, max_bytes=2_000)
+    assert list(monitor.join.predictions) == [("m", f"p{i}") for i in range(400)]
+    assert monitor.snapshot() == proc.monitor.snapshot()
+
+
 def test_restore_keeps_the_order_of_both_join_queues() -> None:
     settings = config().monitor_settings()
     proc = processor(settings)
