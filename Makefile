@@ -11,7 +11,7 @@ PYTEST := $(BIN)/python -m pytest --broker=$(BROKER)
 
 BENCH_BROKERS ?= kafka,tansu
 
-.PHONY: install test test-faults test-tools kafka lint typecheck demo bench bench-quick bench-profile bench-quality clean
+.PHONY: install test test-faults test-tools kafka lint typecheck demo bench bench-quick bench-profile bench-scaling bench-quality clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -58,6 +58,11 @@ bench-quick: $(STAMP)
 # Where `run` spends its time under load (py-spy samples the service process).
 bench-profile: $(STAMP)
 	$(BIN)/python benchmarks/profile_service.py
+
+# Per-event cost as monitor keys (1 to 10,000) and features (1 to 100) grow, and 1 vs 2 `run`
+# instances in one consumer group, on $(BROKER); about 5 minutes here (docs/benchmarks.md, "Scaling").
+bench-scaling: $(STAMP)
+	$(BIN)/python benchmarks/scaling.py --broker $(BROKER)
 
 # Mean time between false alarms, delay and misses on drift streams, for the default rules, river's
 # defaults and 0.2's calibrated mode; updates docs/detection-quality.md. (Also by hand:
