@@ -210,8 +210,14 @@ def service_config(bootstrap: str, prefix: str, sizes: Sizes, **sections: Any) -
         "topics": {name: f"{run}-{name}" for name in names},
         **sections.pop("kafka", {}),
     }
+    detection = shipped_detection()
+    # The memory and recovery phases monitor one model per key (10,000); `limits.max_models`
+    # (per input partition) ships at 1,000 and would leave most of them unmonitored (overflow).
+    limits = detection.get("limits") or {}
+    most = max(sizes.memory_keys, sizes.recovery_keys, limits.get("max_models", 0))
+    detection["limits"] = {**limits, "max_models": most}
     return {
-        **shipped_detection(),
+        **detection,
         "kafka": kafka,
         "state": {"signing_key": SIGNING_KEY},
         # Gauges of keys and pending joins every second, not every 10 s: the phases are short.
