@@ -59,6 +59,8 @@ _OFFSET_BEGINNING = -2
 # A stream's buffer (records read, waiting for the other stream) past which its partition is
 # paused until the merge catches up.
 MAX_BUFFERED = 50_000
+# How long a restored partition's seeks may be refused before its fetch is started anyway.
+SEEK_PATIENCE_SECONDS = 1.0
 # How often a quiet loop looks for a stream at its end that librdkafka did not report.
 END_CHECK_SECONDS = 1.0
 # A NamedTuple built without its Python-level __new__: a per-message record at a plain tuple's
@@ -141,6 +143,7 @@ class MonitorService:
         self._recoveries: list[Recovery] = []
         # restored, waiting for their seeks: partition -> (processor, seeks still to do)
         self._seeking: dict[int, tuple[PartitionProcessor, list[TopicPartition]]] = {}
+        self._seek_since: dict[int, float] = {}  # when a partition's seeks were first refused
         self._raw_seeks: list[TopicPartition] = []
         self._raw_offsets: dict[tuple[str, int], int] = {}
         self._output_ends: dict[str, int] = {}  # "topic/partition" -> next offset after ours
@@ -352,6 +355,7 @@ class MonitorService:
             recovery.partitions = [p for p in recovery.partitions if p not in gone]
         for partition in gone:
             self._seeking.pop(partition, None)
+            self._seek_since.pop(partition, None)
         self._raw_seeks = [
             tp
             for tp in self._raw_seeks
@@ -417,12 +421,15 @@ class MonitorService:
             return touched
         consumer = self._consumer
         assert consumer is not None
+        now = time.monotonic()
         for partition, (processor, targets) in list(self._seeking.items()):
             remaining = [tp for tp in targets if not self._seek(tp)]
             if remaining:
                 self._seeking[partition] = (processor, remaining)
+                self._start_stuck_fetches(partition, remaining, now)
                 continue
             del self._seeking[partition]
+            self._seek_since.pop(partition, None)
             self.processors[partition] = processor
             self._tallies.setdefault(partition, MonitorTally())
             resume = [TopicPartition(topic, partition) for topic in self._stream_topics]
@@ -441,6 +448,34 @@ class MonitorService:
             self.ready.set()
             self.metrics.report_state(p.monitor for p in self.processors.values())
         return touched
+
+    def _start_stuck_fetches(
+        self, partition: int, targets: list[TopicPartition], now: float
+    ) -> None:
+        """Resume streams whose seek librdkafka keeps refusing as not started.
+
+        A partition paused right after its assignment may never start fetching (librdkafka
+        #2190: the pause outdates the assignment's fetch start), and then refuses every seek:
+        the partition would stay unprocessed and uncommitted for good (seen in the fault suite
+        under load). Resumed, it starts; what it fetches before the seek takes is dropped, since
+        the partition has no processor yet (`_intake`), and the seek then discards the rest.
+        """
+        since = self._seek_since.setdefault(partition, now)
+        if now - since < SEEK_PATIENCE_SECONDS:
+            return
+        stuck = [TopicPartition(tp.topic, tp.partition) for tp in targets]
+        stuck = [tp for tp in stuck if (tp.topic, tp.partition) in self._paused]
+        if not stuck:
+            return
+        log.info(
+            "partition=%d refused its seek for %.1fs (not started while paused): resuming it "
+            "until the seek takes",
+            partition,
+            now - since,
+        )
+        assert self._consumer is not None
+        self._consumer.resume(stuck)
+        self._paused.difference_update((tp.topic, tp.partition) for tp in stuck)
 
     # --- processing --------------------------------------------------------------------------
     def _intake(self, messages: list[Message]) -> set[int]:
