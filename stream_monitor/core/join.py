@@ -211,13 +211,7 @@ class LabelJoin:
     # --- state -----------------------------------------------------------------------------
     def dump_entry(self, key: JoinKey) -> list[Any] | None:
         """The current entry for `key` as plain data, or None when it is gone (a tombstone)."""
-        pending = self.predictions.get(key)
-        if pending is not None:
-            return ["p", pending.key_id, pending.prediction, pending.time_ms]
-        waiting = self.labels.get(key)
-        if waiting is not None:
-            return ["l", waiting.label, waiting.time_ms]
-        return None
+        return self.dump_entries((key,))[0][1]
 
     def dump_entries(self, keys: Iterable[JoinKey]) -> list[JoinEntry]:
         """`dump_entry` of each key in one loop: a checkpoint dumps every key that changed."""
