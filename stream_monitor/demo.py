@@ -229,7 +229,7 @@ class Demo:
         for processor in list(service.processors.values()):
             for key, state in list(processor.monitor.keys.items()):
                 if state.performance is not None and state.performance.tracks:
-                    joined[key] = max(track.seen for track in state.performance.tracks)
+                    joined[key] = max(track.observed for track in state.performance.tracks)
         return joined
 
     def _collect(self, service: MonitorService, simulator: Simulator) -> None:

@@ -371,6 +371,7 @@ class Metrics:
                 model = self.model_label(state.model)
                 for signal in state.signals():
                     name = self._signal_label(model, signal.name)
+                    signal.settle()  # zeros waiting to be fed (`Track._rate`)
                     for track in signal.tracks:
                         labels_of = (model, signal.kind, name, track.rule.name)
                         detector = track.detector

@@ -397,8 +397,15 @@ class Monitor:
                     self._category(state, name, slot, raw)
         elif raw is None:
             missing = 1.0
-        if slot.missing is not None:
-            self._observe(state, slot.missing, missing)
+        signal = slot.missing
+        if signal is not None:
+            lazy = signal.lazy
+            if missing == 0.0 and lazy is not None and lazy.room:  # `_observe`, inlined
+                lazy.room -= 1
+                lazy.zeros += 1
+                self.counters.detector_updates += 1
+            else:
+                self._observe(state, signal, missing)
         if slot.wrong is not None:
             self._observe(state, slot.wrong, wrong)
 
@@ -507,6 +514,12 @@ class Monitor:
             self._observe(state, state.invalid, 1.0)
 
     def _observe(self, state: KeyState, signal: Signal, value: float) -> None:
+        lazy = signal.lazy
+        if lazy is not None and value == 0.0 and lazy.room:  # a zero that may wait (`Track._rate`)
+            lazy.room -= 1
+            lazy.zeros += 1
+            self.counters.detector_updates += 1
+            return
         tracks = signal.active
         for track in tracks:
             flags = track.update(value)

@@ -155,6 +155,7 @@ MISSING_RATE = "missing_rate:"  # absent, null or not finite
 UNSEEN_RATE = "unseen_rate:"  # a categorical feature's values outside its known categories
 WRONG_TYPE_RATE = "wrong_type_rate:"  # a number for a categorical feature, or the reverse
 FEATURE_RATES = (MISSING_RATE, UNSEEN_RATE, WRONG_TYPE_RATE)
+MAX_ROOM = 1 << 20  # zeros that may wait to be fed, at most
 
 
 def is_rate_signal(name: str) -> bool:
@@ -193,6 +194,7 @@ class Track:
         "quiet_until",
         "rate",
         "ring",
+        "room",
         "rule",
         "scaler",
         "seen",
@@ -202,6 +204,7 @@ class Track:
         "total",
         "total_sq",
         "update",
+        "zeros",
     )
 
     def __init__(
@@ -239,6 +242,8 @@ class Track:
         self.inverse = 1.0
         self.clip = math.inf
         self.learning = self.feeding = False
+        # Zeros of a 0/1 series not fed yet, and how many more may wait (see `_rate`).
+        self.zeros = self.room = 0
         self._configure(fresh=True)
 
     # --- per value ---------------------------------------------------------------------------
@@ -348,6 +353,103 @@ class Track:
     def _dormant(self, x: float) -> int:
         return 0
 
+    # --- zeros of a 0/1 series, fed later and in one loop -------------------------------------
+    # A calibrated Page-Hinkley on a rate (missing, invalid, error rates) is fed a 0 on nearly
+    # every event. While `room` is positive the monitor only counts such zeros (`zeros`); they
+    # are fed before the next other value, before anything reads the track (`settle`), or when
+    # `room` runs out. `_room` proves that no detection can happen within `room` zeros, so no
+    # alert moves to another event, and `_feed_zeros` does river's arithmetic in river's order,
+    # so the state is bit for bit the one of feeding each zero as it came.
+    def _rate(self, x: float) -> int:
+        """`_mean` for a track whose zeros may wait."""
+        if self.zeros:
+            self._feed_zeros()
+        flags = self._mean(x)
+        # After a 1 the next zero is fed at once, and sets the room: a series of 1s (a
+        # positive rate near 1) never pays for `_room`.
+        self.room = 0 if flags or x != 0.0 or self.incident is not None else self._room()
+        return flags
+
+    def settle(self) -> None:
+        """Feed the zeros that are waiting: the track's state is then exact."""
+        if self.zeros:
+            self._feed_zeros()
+            self.room = 0 if self.incident is not None else self._room()
+
+    def _zero(self) -> float:
+        """What the detector is fed for a 0, exactly as `_mean` computes it."""
+        z = (0.0 - self.offset) * self.inverse
+        clip = self.clip
+        return clip if z > clip else -clip if z < -clip else z
+
+    def _room(self) -> int:
+        """How many zeros in a row cannot make the detector fire (0: feed each one now).
+
+        With alpha 1 and delta > 0, each zero lowers the increase sum by at least delta (the
+        running mean never falls below the zero's value c), so the increase test cannot pass.
+        The decrease statistic grows by at most mean - c - delta per zero, since the running
+        mean only falls towards c: half of the distance to the threshold at that pace is safe.
+        """
+        detector = self.detector
+        stats = detector._x_mean
+        if (
+            detector._drift_detected
+            or stats.n < detector.min_instances
+            or detector.alpha != 1.0
+            or not detector.delta > 0.0
+        ):
+            return 0
+        c = self._zero()
+        if stats._mean < c:
+            return 0
+        if detector.mode == "up":
+            return MAX_ROOM
+        pace = stats._mean - c - detector.delta
+        if pace <= 0.0:
+            return MAX_ROOM
+        room = 0.5 * (detector.threshold - (detector._max_decrease - detector._sum_decrease)) / pace
+        return int(room) if room < MAX_ROOM else MAX_ROOM
+
+    def _feed_zeros(self) -> None:
+        """The waiting zeros: river's Page-Hinkley `update` (alpha 1) and `_mean`'s bookkeeping,
+        each zero in turn, with the state in local variables."""
+        count, self.zeros = self.zeros, 0
+        detector = self.detector
+        stats = detector._x_mean
+        c, delta = self._zero(), detector.delta
+        n, mean = stats.n, stats._mean
+        up, down = detector._sum_increase, detector._sum_decrease
+        lowest, highest = detector._min_increase, detector._max_decrease
+        for _ in range(count):
+            n += 1.0
+            mean += (1.0 / n) * (c - mean)
+            dev = c - mean
+            up = up + dev - delta
+            down = down + dev + delta
+            if up < lowest:
+                lowest = up
+            if down > highest:
+                highest = down
+        stats.n, stats._mean = n, mean
+        detector._sum_increase, detector._sum_decrease = up, down
+        detector._min_increase, detector._max_decrease = lowest, highest
+        self.seen += count
+        # The ring: each zero adds 0.0 to its block (`total` is unchanged too).
+        fill = self.fill + count
+        size = self.block_size
+        if fill >= size:
+            done = fill // size
+            slot = self.slot
+            ring = self.ring
+            ring[slot] = self.block if done <= RING else 0.0  # else written over since
+            for step in range(1, min(done, RING)):
+                ring[(slot + step) & RING_MASK] = 0.0
+            self.slot = (slot + done) & RING_MASK
+            self.blocks = min(RING, self.blocks + done)
+            self.block = 0.0
+            fill -= done * size
+        self.fill = fill
+
     def _keep(self, value: float) -> None:
         fill = self.fill + 1
         if fill == self.block_size:
@@ -377,6 +479,9 @@ class Track:
         """Choose the per-value path for the scaler's phase. `fresh`: the phase just changed
         (the detector may need priming or a reset); not on a restore, whose detector state is
         already right. Returns DORMANT when the track stops watching this series."""
+        if self.zeros:
+            self._feed_zeros()  # in the map they came under
+        self.room = 0
         scaler = self.scaler
         if scaler is None:
             self.update = self._raw
@@ -410,7 +515,13 @@ class Track:
                 size = rate_block_size(scaler.centre or 0.0) if scaler.binary else BLOCK
                 if size != self.block_size:
                     self._clear_ring(size)
-        self.update = self._spread if self.spread else self._mean
+        if self.spread:
+            self.update = self._spread
+        elif self.may_wait:
+            self.update = self._rate
+            self.room = 0 if self.incident is not None else self._room()
+        else:
+            self.update = self._mean
         return 0
 
     def _reference_shape(self) -> tuple[float, float]:
@@ -435,6 +546,11 @@ class Track:
         self.slot = self.blocks = self.fill = 0
         self.block = 0.0
         self.block_size = block_size
+
+    @property
+    def may_wait(self) -> bool:
+        """Whether zeros can ever wait for this track: a calibrated Page-Hinkley on values."""
+        return self.scaler is not None and not self.spread and self.rule.type.name == "page_hinkley"
 
     @property
     def dormant(self) -> bool:
@@ -477,6 +593,12 @@ class Track:
             self._configure(fresh=True)
 
     @property
+    def observed(self) -> int:
+        """Values given to this track, those still waiting included: safe to read from
+        another thread, unlike `settle`."""
+        return self.seen + self.zeros
+
+    @property
     def n(self) -> int:
         """Values since the detector's last reset (`total` and `total_sq` sum them)."""
         return self.seen - self.start
@@ -485,14 +607,17 @@ class Track:
         """This (fresh) track goes on from `old`, which was calibrated against another
         reference: it keeps its count (alert ids stay unique), its cooldown and, when it
         watches the same kind of series, its open alert, which resolves to this calibration."""
+        old.settle()
         self.seen = self.start = old.seen
         self.quiet_until = old.quiet_until
         if incident and old.incident is not None:
             self.incident = old.incident
             self.incident.saved = None if self.scaler is None else self.scaler.dump()
+            self.room = 0  # its resolve test sees every value
         return self
 
     def reset_window(self) -> None:
+        self.settle()
         self.start = self.seen
         self.total = 0.0
         self.total_sq = 0.0
@@ -501,10 +626,12 @@ class Track:
 
     # --- what a detection measured ---------------------------------------------------------
     def ring_view(self) -> Ring:
+        self.settle()
         return Ring(self.ring, self.slot, self.blocks, self.block, self.fill, self.block_size)
 
     def measure(self) -> Measured:
         """The change this detection found: its effect and the alert's `stats`."""
+        self.settle()
         ring = self.ring_view()
         scaler = self.scaler
         n, total = self.n, self.total
@@ -582,6 +709,7 @@ class Track:
 
     # --- state -------------------------------------------------------------------------------
     def dump(self) -> list[Any]:
+        self.settle()
         return [
             self.rule.name,
             TRACK_FORMAT,
@@ -717,6 +845,7 @@ class Signal:
         "categories",
         "count",
         "kind",
+        "lazy",
         "name",
         "recent",
         "tracks",
@@ -726,7 +855,9 @@ class Signal:
         self.kind = kind
         self.name = name
         self.tracks = tracks
-        self.active = [track for track in tracks if not track.dormant]
+        self.active: list[Track] = []
+        self.lazy: Track | None = None
+        self.refresh()
         # A categorical feature's distance: the categories its values are measured on.
         self.categories: Categories | None = None
         self.count = 0
@@ -754,7 +885,14 @@ class Signal:
         return float((self.recent - self.baseline) / self.baseline_var**0.5)
 
     def refresh(self) -> None:
-        self.active = [track for track in self.tracks if not track.dormant]
+        active = self.active = [track for track in self.tracks if not track.dormant]
+        # The one track of a 0/1 signal whose zeros may wait (`Track._rate`): the monitor
+        # counts a zero there while the track has room.
+        self.lazy = active[0] if len(active) == 1 and active[0].may_wait else None
+
+    def settle(self) -> None:
+        for track in self.tracks:
+            track.settle()
 
     def dump(self) -> list[Any]:
         return [
