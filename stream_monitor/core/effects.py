@@ -16,6 +16,8 @@ outcome's rate for a 0/1 rate (1: it doubled or halved); |log2(sd after / sd bef
 from __future__ import annotations
 
 import math
+from array import array
+from collections.abc import Sequence
 from typing import Any
 
 from stream_monitor.core.calibration import MIN_RATE, MIN_SCALE
@@ -24,6 +26,15 @@ RING = 32  # blocks
 RING_MASK = RING - 1
 BLOCK = 8  # values per block for continuous series (a 0/1 series' blocks hold ~2 rarer events)
 MAX_BLOCK = 4096
+_ZERO_RING = bytes(8 * RING)
+
+
+def empty_ring() -> array[float]:
+    """A ring of RING zero sums: unboxed doubles, 8 bytes a block (a list of floats took up to
+    32 bytes a block, and a key holds about twenty rings)."""
+    return array("d", _ZERO_RING)
+
+
 MIN_AFTER = 8  # values an effect is measured on, at least
 # The two-sample statistic (in sd², a chi-square with one degree of freedom for one split) a split
 # inside the ring needs: the greatest of its 32 candidate splits on noise is rarely above 12.
@@ -50,7 +61,13 @@ class Ring:
     __slots__ = ("block", "block_size", "blocks", "fill", "slot", "sums")
 
     def __init__(
-        self, sums: list[float], slot: int, blocks: int, block: float, fill: int, block_size: int
+        self,
+        sums: Sequence[float],
+        slot: int,
+        blocks: int,
+        block: float,
+        fill: int,
+        block_size: int,
     ) -> None:
         self.sums, self.slot, self.blocks = sums, slot, blocks
         self.block, self.fill, self.block_size = block, fill, block_size

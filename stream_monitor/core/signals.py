@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
+from array import array
 from typing import Any
 
 from stream_monitor.core.calibration import DORMANT as DORMANT_PHASE
@@ -26,6 +27,7 @@ from stream_monitor.core.effects import (
     RING_MASK,
     SPREAD,
     Ring,
+    empty_ring,
     measure,
     rate_block_size,
     split,
@@ -230,7 +232,7 @@ class Track:
         self.total = 0.0
         self.total_sq = 0.0
         self.quiet_until = -1  # cooldown: detections up to this `seen` count are suppressed
-        self.ring = [0.0] * RING
+        self.ring = empty_ring()
         self.slot = self.blocks = self.fill = 0
         self.block = 0.0
         self.block_size = BLOCK
@@ -542,7 +544,7 @@ class Track:
         self._configure(fresh=True)
 
     def _clear_ring(self, block_size: int) -> None:
-        self.ring = [0.0] * RING
+        self.ring = empty_ring()
         self.slot = self.blocks = self.fill = 0
         self.block = 0.0
         self.block_size = block_size
@@ -740,7 +742,7 @@ class Track:
                 raise ValueError(f"a ring of {len(sums)} blocks")
             track.block_size, track.slot, track.blocks = int(block_size), int(slot), int(blocks)
             track.block, track.fill = float(block), int(fill)
-            track.ring = [float(value) for value in sums]
+            track.ring = array("d", [float(value) for value in sums])
             pair, gaps, gap_total = prev
             track.prev = None if pair is None else float(pair)
             track.gaps, track.gap_total = int(gaps), float(gap_total)
