@@ -397,15 +397,8 @@ class Monitor:
                     self._category(state, name, slot, raw)
         elif raw is None:
             missing = 1.0
-        signal = slot.missing
-        if signal is not None:
-            lazy = signal.lazy
-            if missing == 0.0 and lazy is not None and lazy.room:  # `_observe`, inlined
-                lazy.room -= 1
-                lazy.zeros += 1
-                self.counters.detector_updates += 1
-            else:
-                self._observe(state, signal, missing)
+        if slot.missing is not None:
+            self._observe(state, slot.missing, missing)
         if slot.wrong is not None:
             self._observe(state, slot.wrong, wrong)
 
