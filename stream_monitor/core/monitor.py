@@ -330,7 +330,9 @@ class Monitor:
 
         # join with its label
         if state.plan.joins:
-            join_key = (event.model, event.prediction_id)
+            # The key state's model string, not the event's copy: 1M pending joins held 1M
+            # copies of a few model names.
+            join_key = (state.model, event.prediction_id)
             waiting = self.join.add_prediction(
                 join_key, Pending(state.id, event.prediction, event.time_ms)
             )
@@ -753,8 +755,9 @@ class Monitor:
                 else:
                     self._restore_key(key_id, data)
             join = self.join
-            for join_key, entry in changes.join:
-                join.load_entry(join_key, entry)
+            models: dict[str, str] = {}  # one string per model name, as in `_on_prediction`
+            for (model, prediction_id), entry in changes.join:
+                join.load_entry((models.setdefault(model, model), prediction_id), entry)
         except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
             raise StateError(f"state is not understood: {exc!r}") from exc
         model_keys: dict[str, int] = {}
