@@ -409,7 +409,9 @@ class Track:
         pace = stats._mean - c - detector.delta
         if pace <= 0.0:
             return MAX_ROOM
-        room = 0.5 * (detector.threshold - (detector._max_decrease - detector._sum_decrease)) / pace
+        # (river starts the maximum at -1, below the sum: count the gap from 0.)
+        gap = max(detector._max_decrease - detector._sum_decrease, 0.0)
+        room = 0.5 * (detector.threshold - gap) / pace
         return int(room) if room < MAX_ROOM else MAX_ROOM
 
     def _feed_zeros(self) -> None:
