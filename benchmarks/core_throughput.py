@@ -102,6 +102,8 @@ def measure(count: int = 200_000, keys: int = 10, runs: int = 3) -> dict[str, fl
         environ={},
     )
     defaults = build_config({}, environ={})
+    # What the 0/1 data-quality rates (invalid_rate, missing_rate per feature) cost on top.
+    no_data_quality = build_config({"signals": {"data_quality": []}}, environ={})
 
     def monitor(config: object, batch: list[Record]) -> Callable[[], int]:
         def work() -> int:
@@ -119,6 +121,9 @@ def measure(count: int = 200_000, keys: int = 10, runs: int = 3) -> dict[str, fl
         "Monitor, 4 feature signals, from bytes": best_of(runs, monitor(four_signals, raw_records)),
         "Monitor, default config (10 detectors/event), pre-decoded": best_of(
             runs, monitor(defaults, records)
+        ),
+        "Monitor, default config without data-quality rates, pre-decoded": best_of(
+            runs, monitor(no_data_quality, records)
         ),
         "Monitor, default config, + 2 categorical features, pre-decoded": best_of(
             runs, monitor(defaults, with_categories)
