@@ -426,6 +426,14 @@ class KafkaCluster:
         node.start(self._java, self._libs)
         node.wait_ready(time.monotonic() + timeout)
 
+    def heal(self, timeout: float = 90.0) -> list[int]:
+        """Restart every node that is not running (one a failed test killed and never brought
+        back), so that what runs next finds the whole cluster. Returns their ids."""
+        down = [node.node_id for node in self.nodes if not node.running]
+        for node_id in down:
+            self.restart(node_id, timeout)
+        return down
+
     def rss_bytes(self) -> int:
         return sum(node.rss_bytes() for node in self.nodes)
 

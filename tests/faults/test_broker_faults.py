@@ -53,6 +53,14 @@ def cluster(broker_kind: str) -> Iterator[KafkaCluster]:
         yield running
 
 
+@pytest.fixture(autouse=True)
+def whole_cluster(cluster: KafkaCluster) -> Iterator[None]:
+    """After each case, the nodes it killed are running again, whether it passed or not: one
+    case that fails with a node down must not fail every case after it."""
+    yield
+    cluster.heal()
+
+
 def _parts(scenario: Scenario, count: int) -> list[Scenario]:
     def cut(items: list[Any], index: int) -> list[Any]:
         size = -(-len(items) // count)
