@@ -26,15 +26,6 @@ RING = 32  # blocks
 RING_MASK = RING - 1
 BLOCK = 8  # values per block for continuous series (a 0/1 series' blocks hold ~2 rarer events)
 MAX_BLOCK = 4096
-_ZERO_RING = bytes(8 * RING)
-
-
-def empty_ring() -> array[float]:
-    """A ring of RING zero sums: unboxed doubles, 8 bytes a block (a list of floats took up to
-    32 bytes a block, and a key holds about twenty rings)."""
-    return array("d", _ZERO_RING)
-
-
 MIN_AFTER = 8  # values an effect is measured on, at least
 # The two-sample statistic (in sd², a chi-square with one degree of freedom for one split) a split
 # inside the ring needs: the greatest of its 32 candidate splits on noise is rarely above 12.
@@ -47,6 +38,13 @@ CRITICAL_SIZE = 1.0
 MEAN, RATE, SPREAD = "mean", "rate", "spread"
 CATEGORIES = "categories"  # a categorical feature's shares (`core.categories`)
 TINY = 1e-12
+_ZERO_RING = bytes(8 * RING)
+
+
+def empty_ring() -> array[float]:
+    """A ring of RING zero sums: unboxed doubles, 8 bytes a block (a list of floats took up to
+    32 bytes a block, and a key holds about twenty rings)."""
+    return array("d", _ZERO_RING)
 
 
 def rate_block_size(rate: float) -> int:

@@ -635,8 +635,7 @@ class Track:
 
     def measure(self) -> Measured:
         """The change this detection found: its effect and the alert's `stats`."""
-        self.settle()
-        ring = self.ring_view()
+        ring = self.ring_view()  # feeds waiting zeros first
         scaler = self.scaler
         n, total = self.n, self.total
         mean_all = total / n if n else 0.0
