@@ -328,6 +328,7 @@ class MonitorService:
         for partition in numbers:
             processor = self.processors.pop(partition, None)
             if processor is not None and self._failed is None:
+                processor.drop_buffered()  # if it comes back, it is read again from positions
                 self._standby[partition] = processor
         self._forget(partitions)
 

@@ -44,6 +44,10 @@ class PartitionProcessor:
         self.writer = writer
         self.positions = list(positions)
         self.merge = StreamMerge(merge_times)
+        # Per stream, the offset after the last record added (buffered or processed): a consumer
+        # that delivers a partition again from `positions` (it was revoked and came back, or
+        # sought back) must not buffer a record twice, or the monitor would count it twice.
+        self._added = list(positions)
         self.replay_until: list[int] | None = None
         if replay_until is not None and any(
             until > at for until, at in zip(replay_until, positions, strict=True)
@@ -80,13 +84,20 @@ class PartitionProcessor:
 
     # --- records in, outputs out ------------------------------------------------------------
     def add(self, stream: int, records: Iterable[Record]) -> None:
-        """Records of one stream, in offset order (already-processed ones are skipped)."""
+        """Records of one stream, in offset order (those already added are skipped)."""
         merge, max_bytes = self.merge, self._max_bytes
-        after = self.positions[stream]
+        after = self._added[stream]
         for record in records:
             if record.offset >= after:
                 merge.add(stream, record, decode(record, max_bytes))
                 after = record.offset + 1
+        self._added[stream] = after
+
+    def drop_buffered(self) -> None:
+        """Forget the records added but not processed (the consumer delivers them again from
+        `positions`): what a processor kept while its partition is elsewhere should not hold."""
+        self.merge.clear()
+        self._added = list(self.positions)
 
     def buffered(self, stream: int) -> int:
         return self.merge.buffered(stream)

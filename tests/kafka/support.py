@@ -316,7 +316,7 @@ def observation_counts(monitors: dict[int, Monitor]) -> dict[tuple[str, str], in
             for signal_ in state.signals():
                 name = (key, f"{signal_.kind}/{signal_.name}")
                 # A key spread over partitions (unkeyed input) has a state in each: add them up.
-                seen = max(track.seen for track in signal_.tracks)
+                seen = max(track.observed for track in signal_.tracks)  # zeros waiting too
                 counts[name] = counts.get(name, 0) + seen
     return counts
 
