@@ -229,6 +229,12 @@ class Metrics:
             buckets=_RESTORE_BUCKETS,
             registry=r,
         )
+        self.restore_retries = Counter(
+            "stream_monitor_state_restore_retries",
+            "Restores started again because the brokers kept answering 'ask again' (a "
+            "coordinator or leader moving).",
+            registry=r,
+        )
         self.keys = Gauge(
             "stream_monitor_monitored_keys", "Monitor keys held in memory.", registry=r
         )

@@ -9,3 +9,8 @@ class KafkaRuntimeError(StreamMonitorError):
 
 class FencedError(KafkaRuntimeError):
     """Another instance took over this instance's transactional.id."""
+
+
+class StillUnavailable(KafkaRuntimeError):
+    """The brokers kept answering "ask again" (a coordinator or leader moving, an open
+    transaction) past the timeout: worth trying again later, not a reason to stop."""

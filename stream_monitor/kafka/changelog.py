@@ -17,7 +17,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
-from stream_monitor.kafka import KafkaRuntimeError
+from stream_monitor.kafka import KafkaRuntimeError, StillUnavailable
 from stream_monitor.processing.changelog import (
     PROCESSOR_KEY,
     RecordCheck,
@@ -58,7 +58,7 @@ def read_to_end(
         deadline = time.monotonic() + timeout
         while pending:
             if time.monotonic() > deadline:
-                raise KafkaRuntimeError(
+                raise StillUnavailable(
                     f"reading {sorted(pending)} to the end did not finish within {timeout:.0f}s"
                 )
             for message in consumer.consume(1000, 0.05):

@@ -10,7 +10,7 @@ import time
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from stream_monitor.kafka import KafkaRuntimeError
+from stream_monitor.kafka import KafkaRuntimeError, StillUnavailable
 
 # Answers that mean "ask again": the group coordinator moved or is loading (a broker died), or a
 # transaction that commits offsets of these partitions is still open (UNSTABLE_OFFSET_COMMIT).
@@ -49,8 +49,10 @@ def committed_offsets(
             error = failed[0]
         except KafkaException as exc:
             error = exc.args[0]
-        if error.code() not in RETRIABLE or time.monotonic() + delay > deadline:
+        if error.code() not in RETRIABLE:
             raise KafkaRuntimeError(f"cannot read the committed offsets: {error.str()}")
+        if time.monotonic() + delay > deadline:
+            raise StillUnavailable(f"cannot read the committed offsets: {error.str()}")
         time.sleep(delay)
         delay = min(delay * 2, 1.0)
 
@@ -68,7 +70,8 @@ def end_offset(consumer: Consumer, partition: TopicPartition, timeout: float = 3
         except KafkaException as exc:
             error = exc.args[0]
         if error.code() not in RETRIABLE or time.monotonic() + delay > deadline:
-            raise KafkaRuntimeError(
+            failure = StillUnavailable if error.code() in RETRIABLE else KafkaRuntimeError
+            raise failure(
                 f"cannot read the end of {partition.topic}/{partition.partition}: {error.str()}"
             )
         time.sleep(delay)

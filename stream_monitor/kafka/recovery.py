@@ -62,8 +62,11 @@ def paused_gc() -> Iterator[None]:
 class Recovery:
     """One restore of a set of partitions, running `load` on a daemon thread."""
 
-    def __init__(self, partitions: list[int], load: Callable[[list[int]], Recovered]) -> None:
+    def __init__(
+        self, partitions: list[int], load: Callable[[list[int]], Recovered], *, rewind: bool = False
+    ) -> None:
         self.partitions = sorted(partitions)
+        self.rewind = rewind  # the partitions' raw input is sought back too (repartition mode)
         self._load = load
         self._result: Recovered | None = None
         self._error: BaseException | None = None

@@ -28,7 +28,7 @@ from stream_monitor.core.alerts import RESOLVED_TYPE
 from stream_monitor.core.events import LABEL, PREDICTION, EventError, Record
 from stream_monitor.core.monitor import DeadLetter, Output
 from stream_monitor.core.state import StateCodec
-from stream_monitor.kafka import FencedError, KafkaRuntimeError
+from stream_monitor.kafka import FencedError, KafkaRuntimeError, StillUnavailable
 from stream_monitor.kafka.changelog import Changelog, Prefetch
 from stream_monitor.kafka.checkpoint import AtLeastOnce, Checkpoint, ExactlyOnce
 from stream_monitor.kafka.reachability import BrokerReachability
@@ -375,13 +375,24 @@ class MonitorService:
         standby = {p: self._standby.pop(p) for p in partitions if p in self._standby}
         ahead, self._prefetch = self._prefetch, None  # good for the first assignment only
         load = functools.partial(self.loader.load, standby=standby, ahead=ahead, rewind=rewind)
-        self._recoveries.append(Recovery(partitions, load).start())
+        self._recoveries.append(Recovery(partitions, load, rewind=rewind).start())
 
     def _install_recoveries(self) -> set[int]:
         """Processors of finished recoveries: seek to their state, resume, and go."""
         for recovery in [r for r in self._recoveries if r.done()]:
             self._recoveries.remove(recovery)
-            result = recovery.result()
+            try:
+                result = recovery.result()
+            except StillUnavailable as exc:
+                # A coordinator or leader still moving after the reader's own retries (a broker
+                # died): the partitions stay paused and are restored again, from scratch.
+                log.warning(
+                    "restoring partitions=%s failed (%s): trying again", recovery.partitions, exc
+                )
+                self.metrics.restore_retries.inc()
+                if recovery.partitions:
+                    self._recover(recovery.partitions, rewind=recovery.rewind)
+                continue
             self.metrics.restore_seconds.observe(result.seconds)
             self._state_due = self._state_due or result.fresh
             rejected = self.invalid_state.rejected

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +12,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 
 from stream_monitor.brokers import LocalBroker
 from stream_monitor.core.state import StateCodec
-from stream_monitor.kafka import FencedError
+from stream_monitor.kafka import FencedError, StillUnavailable, offsets, restore
 from stream_monitor.kafka.service import MonitorService
 from stream_monitor.scenarios import Scenario, generate
 from tests.kafka.support import (
@@ -136,3 +138,41 @@ def test_a_zombie_with_the_same_instance_id_is_fenced_and_nothing_is_lost(
     counts = observation_counts(restored_monitors(config))
     for model in ("credit", "fraud", "eta"):
         assert counts[(model, "data_quality/invalid_rate")] == EVENTS
+
+
+def test_a_restore_that_finds_a_coordinator_still_moving_starts_again(
+    broker: LocalBroker, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The committed offsets still unreadable after the reader's own retries (a killed group
+    coordinator taking long to move): the restore starts again instead of stopping the service,
+    and the alerts are the offline run's."""
+    config = make_config(config_data(broker.bootstrap_servers, commit_interval="300ms"))
+    names = create_topics(config)
+    scenario = generate("default", events=EVENTS, seed=21)
+    produce_scenario(broker.bootstrap_servers, names, scenario)
+    refused: list[int] = []
+    read = offsets.committed_offsets
+
+    def coordinator_moving(consumer: Any, partitions: Any, timeout: float = 30.0) -> Any:
+        if threading.current_thread().name.startswith("recovery") and not refused:
+            refused.append(len(partitions))
+            raise StillUnavailable(
+                "cannot read the committed offsets: Broker: Coordinator not available"
+            )
+        return read(consumer, partitions, timeout)
+
+    monkeypatch.setattr(restore, "committed_offsets", coordinator_moving)
+    running = ServiceThread(config)
+    with caplog.at_level(logging.WARNING, logger="stream_monitor.kafka.service"), running:
+        wait_until_consumed(config, names, scenario, 120, "all input after a restore retried")
+    assert refused == [8]  # both input topics of the four partitions
+    retries = running.service.metrics.registry.get_sample_value(
+        "stream_monitor_state_restore_retries_total"
+    )
+    assert retries == 1.0
+    assert (
+        "restoring partitions=[0, 1, 2, 3] failed (cannot read the committed offsets: Broker: "
+        "Coordinator not available): trying again" in caplog.text
+    )
+    alerts = alert_events(broker.bootstrap_servers, names.alerts)
+    assert sorted(a["id"] for a in alerts) == sorted(expected_alerts(config, scenario))
