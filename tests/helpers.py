@@ -103,7 +103,7 @@ def through_changelog(monitor: Monitor, partition: int = 0) -> Monitor:
     codec = StateCodec(STATE_KEY)
     writer = PartitionWriter(codec, partition)
     join = monitor.join
-    live = [(key, join.dump_entry(key)) for key in (*join.predictions, *join.labels)]
+    live = join.dump_entries((*join.predictions, *join.labels))
     check = RecordCheck(codec, InvalidRecords("stop"))
     latest: dict[bytes, tuple[bytes | None, bytes]] = {}
     for key, value, headers in writer.records(

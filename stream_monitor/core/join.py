@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 JoinKey = tuple[str, str]  # (model, prediction_id)
-JoinEntry = tuple[JoinKey, "list[Any] | None"]  # a key and its entry (None: gone)
+JoinEntry = list[Any]  # [model, prediction_id, entry]; entry None: gone (core.state)
 
 
 class Pending:
@@ -211,7 +211,8 @@ class LabelJoin:
     # --- state -----------------------------------------------------------------------------
     def dump_entry(self, key: JoinKey) -> list[Any] | None:
         """The current entry for `key` as plain data, or None when it is gone (a tombstone)."""
-        return self.dump_entries((key,))[0][1]
+        entry: list[Any] | None = self.dump_entries((key,))[0][2]
+        return entry
 
     def dump_entries(self, keys: Iterable[JoinKey]) -> list[JoinEntry]:
         """`dump_entry` of each key in one loop: a checkpoint dumps every key that changed."""
@@ -221,10 +222,11 @@ class LabelJoin:
         for key in keys:
             pending = predictions.get(key)
             if pending is not None:
-                append((key, ["p", pending.key_id, pending.prediction, pending.time_ms]))
+                append([key[0], key[1], ["p", pending.key_id, pending.prediction, pending.time_ms]])
                 continue
             waiting = labels.get(key)
-            append((key, None if waiting is None else ["l", waiting.label, waiting.time_ms]))
+            entry = None if waiting is None else ["l", waiting.label, waiting.time_ms]
+            append([key[0], key[1], entry])
         return out
 
     def load_entry(self, key: JoinKey, data: list[Any] | None) -> None:

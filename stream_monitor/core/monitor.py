@@ -756,7 +756,7 @@ class Monitor:
                     self._restore_key(key_id, data)
             join = self.join
             models: dict[str, str] = {}  # one string per model name, as in `_on_prediction`
-            for (model, prediction_id), entry in changes.join:
+            for model, prediction_id, entry in changes.join:
                 join.load_entry((models.setdefault(model, model), prediction_id), entry)
         except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
             raise StateError(f"state is not understood: {exc!r}") from exc

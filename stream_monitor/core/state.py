@@ -39,7 +39,10 @@ _PREFIX = len(MAGIC) + SIGNATURE_BYTES
 _LENGTH = struct.Struct(">I")
 BYTES_MARKER = "$bytes"
 
-JoinEntry = tuple[tuple[str, str], "list[Any] | None"]
+# A pending join entry as it is written: [model, prediction_id, entry], where entry is
+# ["p", key id, prediction, time] or ["l", label, time], or None (gone). The row a changelog
+# record holds, so that writing and reading it builds no other shape.
+JoinEntry = list[Any]
 
 
 @dataclass

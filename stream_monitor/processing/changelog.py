@@ -300,17 +300,27 @@ class PartitionWriter:
         return out
 
     def _chunks(self, entries: list[JoinEntry]) -> Iterable[bytes]:
-        """JSON arrays of [model, prediction_id, entry] that each fit in a record.
+        """JSON arrays of [model, prediction_id, entry] rows that each fit in a record.
 
-        One `orjson.dumps` per chunk, not per entry (25x cheaper per entry): the whole list is
-        encoded, then cut into as many even slices as its size needs, each encoded again and
-        halved further in the rare case that entries of uneven size still overflow one."""
-        rows = [[model, prediction_id, entry] for (model, prediction_id), entry in entries]
-        if rows:
-            yield from _fitting(rows, self.max_record_bytes - 128)
+        One `orjson.dumps` per chunk, not per entry (25x cheaper per entry): a list whose
+        sample says it needs several records is cut into even slices of about 80% of one;
+        otherwise the whole list is encoded, and cut if it does not fit after all. A slice
+        that overflows (entries of uneven size) is halved again."""
+        if entries:
+            yield from _fitting(entries, self.max_record_bytes - 128)
+
+
+SAMPLE_ROWS = 256  # rows encoded to estimate a list's size
 
 
 def _fitting(rows: list[list[Any]], limit: int) -> Iterable[bytes]:
+    if len(rows) > 2 * SAMPLE_ROWS:
+        estimate = len(orjson.dumps(rows[:SAMPLE_ROWS])) * len(rows) / SAMPLE_ROWS
+        if estimate > 2 * limit:  # not encoded whole only to be cut and encoded again
+            step = -(-len(rows) // (int(estimate / (0.8 * limit)) + 1))
+            for start in range(0, len(rows), step):
+                yield from _fitting(rows[start : start + step], limit)
+            return
     payload = orjson.dumps(rows)
     if len(payload) <= limit or len(rows) == 1:
         yield payload
@@ -389,7 +399,7 @@ def restore(
             key = f"{JOIN_SNAPSHOT}{journal.generation:08d}:{index:06d}".encode()
             if key not in latest or latest[key][0] is None:
                 raise StateError(f"join snapshot part {index} is missing in partition {partition}")
-            snapshot.extend(((model, pid), entry) for model, pid, entry in data(key))
+            snapshot.extend(data(key))
         changes.append(StateChanges(join=snapshot))
     deltas.sort()
     expected = journal.start
@@ -399,7 +409,7 @@ def restore(
             continue
         if seq > expected:
             raise StateError(f"the join log of partition {partition} is missing delta {expected}")
-        entries = [((model, pid), entry) for model, pid, entry in data(key)]
+        entries = data(key)
         journal.entries += len(entries)
         changes.append(StateChanges(join=entries))
         expected = seq + 1

@@ -102,12 +102,12 @@ def test_changes_hold_only_what_changed_in_order_with_deletions() -> None:
     )
     first = m.take_changes()
     assert sorted(first.keys) == ["a", "b"]
-    assert [key for key, _ in first.join] == [("a", "p0"), ("b", "p1")]
+    assert [(model, pid) for model, pid, _ in first.join] == [("a", "p0"), ("b", "p1")]
     assert first.meta == {"watermark_ms": None, "block": [T0 + 5, 1, 0]}
     m.process(records(LABEL, [{"prediction_id": "p0", "model": "a", "label": 1}]))
     second = m.take_changes()
     assert list(second.keys) == ["a"]
-    assert second.join == [(("a", "p0"), None)]
+    assert second.join == [["a", "p0", None]]
     assert second.meta is None  # a label without a time leaves the clock alone
     assert not m.take_changes()
 

@@ -164,6 +164,26 @@ def test_join_entries_beyond_a_record_are_cut_into_records_that_fit_and_read_bac
     assert monitor.snapshot() == proc.monitor.snapshot()
 
 
+def test_many_join_entries_larger_than_their_sample_still_fit_and_read_back() -> None:
+    """A long list is cut by the size of its first rows; rows larger than those (here three
+    times) make slices overflow, and those are halved until they fit."""
+    settings = config().monitor_settings()
+    proc = processor(settings, max_bytes=20_000)
+    log = Log()
+    events = [
+        {**prediction(i), "prediction": "x" * (i % 40 if i < 600 else 120)} for i in range(3_000)
+    ]
+    run(proc, PREDICTION, events, 0)
+    written = proc.checkpoint()
+    join_values = [value for key, value, _ in written if key.startswith(b"j:")]
+    assert len(join_values) > 20
+    assert all(value is not None and len(value) <= 20_000 for value in join_values)
+    log.append(written)
+    monitor = restored(settings, log, max_bytes=20_000)
+    assert list(monitor.join.predictions) == [("m", f"p{i}") for i in range(3_000)]
+    assert monitor.snapshot() == proc.monitor.snapshot()
+
+
 def test_restore_keeps_the_order_of_both_join_queues() -> None:
     settings = config().monitor_settings()
     proc = processor(settings)
