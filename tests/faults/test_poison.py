@@ -138,7 +138,12 @@ def test_poison_input_is_dead_lettered_and_good_input_processed_across_a_kill(
     publish(mixed[:half])
     first = ServiceProcess(data, tmp_path, "first").start()
     try:
-        wait_for(lambda: committed_total(config, names.predictions) > 0, 90, "the first commit")
+        wait_for(
+            lambda: committed_total(config, names.predictions) > 0,
+            90,
+            "the first commit",
+            watching=first,
+        )
     finally:
         first.kill()
     at_kill = committed_total(config, names.predictions) + committed_total(config, names.labels)
@@ -153,6 +158,7 @@ def test_poison_input_is_dead_lettered_and_good_input_processed_across_a_kill(
             ),
             180,
             "every input offset committed",
+            watching=second,
         )
     finally:
         assert second.terminate() == 0, second.output()

@@ -40,12 +40,19 @@ KEY = "integration-test-signing-key"
 
 
 def wait_for(
-    condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.1
+    condition: Callable[[], bool],
+    timeout: float,
+    what: str,
+    interval: float = 0.1,
+    *,
+    watching: ServiceProcess | None = None,
 ) -> None:
+    """Until `condition` holds; on a timeout, what `watching` was doing goes in the error."""
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            where = "" if watching is None else "\n" + watching.diagnose()
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}{where}")
         time.sleep(interval)
 
 
@@ -402,6 +409,26 @@ class ServiceProcess:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
+
+    def diagnose(self) -> str:
+        """Where a process that seems stuck is: its threads' stacks (py-spy) and its last log
+        lines, so that a stall seen once in CI says where it was."""
+        assert self.process is not None
+        if self.process.poll() is not None:
+            stacks = f"(exited with {self.process.returncode})"
+        else:
+            spy = Path(sys.executable).with_name("py-spy")
+            try:
+                stacks = subprocess.run(
+                    [str(spy), "dump", "--pid", str(self.process.pid)],
+                    capture_output=True,
+                    text=True,
+                    timeout=30,
+                ).stdout
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                stacks = f"(no stacks: {exc})"
+        tail = "\n".join(self.output().splitlines()[-20:])
+        return f"--- {self.log.name}: stacks ---\n{stacks}\n--- last log lines ---\n{tail}"
 
     def metrics_url(self, timeout: float = 30) -> str:
         """Where this instance serves /metrics (tests run it on any free port), from its log."""
