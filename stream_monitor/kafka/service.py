@@ -63,6 +63,8 @@ MAX_BUFFERED = 50_000
 SEEK_PATIENCE_SECONDS = 1.0
 # How often a quiet loop looks for a stream at its end that librdkafka did not report.
 END_CHECK_SECONDS = 1.0
+# How long records may wait unprocessed (or partitions unrestored) before the loop says why.
+STALL_REPORT_SECONDS = 30.0
 # A NamedTuple built without its Python-level __new__: a per-message record at a plain tuple's
 # cost (0.08 µs, not 0.19 µs).
 _new_record = tuple.__new__
@@ -139,6 +141,8 @@ class MonitorService:
         self._idle: dict[tuple[str, int], bool] = {}  # read to its end, for the merge
         self._paused: set[tuple[str, int]] = set()
         self._next_end_check = 0.0
+        self._processed_at = time.monotonic()  # the last batch that processed a record
+        self._stall_reported = 0.0
         self._standby: dict[int, PartitionProcessor] = {}  # revoked, kept in case they return
         self._recoveries: list[Recovery] = []
         # restored, waiting for their seeks: partition -> (processor, seeks still to do)
@@ -242,6 +246,7 @@ class MonitorService:
             self.metrics.batch_seconds.observe(time.perf_counter() - started)
         now = self.last_progress = time.monotonic()
         self._maybe_commit(now)
+        self._report_stall(now)
         self._require_checkpoint().poll()
         self.reachability.check(self._probe)
         if now >= self._next_state_report:
@@ -603,6 +608,8 @@ class MonitorService:
             before = processor.applied
             output = processor.process(flags)
             done = processor.applied - before
+            if done:
+                self._processed_at = time.monotonic()
             self.counters.processed += done
             self._uncommitted += done
             self._since_state += done
@@ -612,6 +619,36 @@ class MonitorService:
                 self._emit(output)
             metrics.report_monitor(processor.monitor, self._tallies[partition])
             self._flow_control(partition, processor, streams)
+
+    def _report_stall(self, now: float) -> None:
+        """Records waiting and none processed for a while: log where each partition stands.
+
+        Every known way for a partition to wait for good has a safeguard that logs when it acts;
+        this names the ones nobody foresaw (what is buffered, read to its end, paused, still
+        being restored), every STALL_REPORT_SECONDS while it lasts."""
+        buffered = {
+            partition: (processor.buffered(PREDICTIONS), processor.buffered(LABELS))
+            for partition, processor in self.processors.items()
+            if processor.buffered(PREDICTIONS) or processor.buffered(LABELS)
+        }
+        if not (buffered or self._seeking or self._recoveries):
+            self._processed_at = now  # nothing waits: not a stall
+            return
+        if min(now - self._processed_at, now - self._stall_reported) < STALL_REPORT_SECONDS:
+            return
+        self._stall_reported = now
+        log.warning(
+            "no record processed for %.0fs: buffered=%s idle=%s paused=%s positions=%s "
+            "seeking=%s restoring=%s commits=%d",
+            now - self._processed_at,
+            buffered,
+            sorted(where for where, idle in self._idle.items() if idle),
+            sorted(self._paused),
+            {p: list(processor.positions) for p, processor in self.processors.items()},
+            sorted(self._seeking),
+            [recovery.partitions for recovery in self._recoveries],
+            self.counters.commits,
+        )
 
     def _flow_control(
         self, partition: int, processor: PartitionProcessor, streams: dict[str, int]

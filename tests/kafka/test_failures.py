@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +12,15 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from stream_monitor.brokers import LocalBroker
+from stream_monitor.core.events import PREDICTION
+from stream_monitor.core.monitor import Monitor
 from stream_monitor.core.state import StateCodec
 from stream_monitor.kafka import FencedError, StillUnavailable, offsets, restore
 from stream_monitor.kafka.service import MonitorService
+from stream_monitor.processing.changelog import PartitionWriter
+from stream_monitor.processing.partition import PartitionProcessor
 from stream_monitor.scenarios import Scenario, generate
+from tests.helpers import prediction, records
 from tests.kafka.support import (
     KEY,
     ServiceProcess,
@@ -92,6 +98,38 @@ def test_fencing_is_fatal_with_a_clear_message() -> None:
     message = str(caught.value)
     assert "another process uses transactional.id 'g-node-7'" in message
     assert "Give every instance its own kafka.instance_id" in message
+
+
+def test_records_waiting_unprocessed_are_reported_with_where_each_partition_stands(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A stall nobody foresaw says what waits: buffered records, idle and paused streams."""
+    config = make_config(config_data("127.0.0.1:1", group_id="g"))
+    service = MonitorService(config, codec=StateCodec(KEY.encode()))
+    processor = PartitionProcessor(
+        2,
+        Monitor(config.monitor_settings()),
+        PartitionWriter(StateCodec(KEY.encode()), 2),
+        positions=(7, 3),
+    )
+    processor.add(0, [r._replace(offset=7) for r in records(PREDICTION, [prediction(7)])])
+    service.processors[2] = processor
+    predictions = config.kafka.topics.predictions
+    service._paused.add((predictions, 2))
+    service._idle[(predictions, 2)] = True
+    now = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="stream_monitor.kafka.service"):
+        service._processed_at = now - 10
+        service._report_stall(now)  # waiting, but not for long yet
+        assert not caplog.records
+        service._processed_at = now - 31
+        service._report_stall(now)
+        service._report_stall(now + 1)  # once per STALL_REPORT_SECONDS
+    assert [r.getMessage() for r in caplog.records] == [
+        f"no record processed for 31s: buffered={{2: (1, 0)}} idle=[('{predictions}', 2)] "
+        f"paused=[('{predictions}', 2)] positions={{2: [7, 3]}} seeking=[] restoring=[] "
+        "commits=0"
+    ]
 
 
 def test_a_zombie_with_the_same_instance_id_is_fenced_and_nothing_is_lost(
