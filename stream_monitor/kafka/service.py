@@ -65,6 +65,9 @@ SEEK_PATIENCE_SECONDS = 1.0
 END_CHECK_SECONDS = 1.0
 # How long records may wait unprocessed (or partitions unrestored) before the loop says why.
 STALL_REPORT_SECONDS = 30.0
+# How long a resumed stream may deliver nothing at all (neither a record nor its end) before
+# its fetch is started again; then twice as long, and so on.
+FETCH_PATIENCE_SECONDS = 5.0
 # A NamedTuple built without its Python-level __new__: a per-message record at a plain tuple's
 # cost (0.08 µs, not 0.19 µs).
 _new_record = tuple.__new__
@@ -148,6 +151,9 @@ class MonitorService:
         # restored, waiting for their seeks: partition -> (processor, seeks still to do)
         self._seeking: dict[int, tuple[PartitionProcessor, list[TopicPartition]]] = {}
         self._seek_since: dict[int, float] = {}  # when a partition's seeks were first refused
+        # streams resumed after a restore that delivered nothing yet: (topic, partition) ->
+        # (when to start their fetch again, the patience after that)
+        self._silent: dict[tuple[str, int], tuple[float, float]] = {}
         self._raw_seeks: list[TopicPartition] = []
         self._raw_offsets: dict[tuple[str, int], int] = {}
         self._output_ends: dict[str, int] = {}  # "topic/partition" -> next offset after ours
@@ -246,6 +252,8 @@ class MonitorService:
             self.metrics.batch_seconds.observe(time.perf_counter() - started)
         now = self.last_progress = time.monotonic()
         self._maybe_commit(now)
+        if self._silent:
+            self._restart_silent_fetches(now)
         self._report_stall(now)
         self._require_checkpoint().poll()
         self.reachability.check(self._probe)
@@ -355,6 +363,7 @@ class MonitorService:
             self._idle.pop(where, None)
             self._paused.discard(where)
             self._raw_offsets.pop(where, None)
+            self._silent.pop(where, None)
             self.guard.forget_partition(tp.topic, tp.partition)
         gone = {tp.partition for tp in partitions if tp.topic in self._streams}
         for recovery in self._recoveries:
@@ -453,6 +462,10 @@ class MonitorService:
             for tp in resume:
                 self._idle[(tp.topic, partition)] = False
                 self._paused.discard((tp.topic, partition))
+                self._silent[(tp.topic, partition)] = (
+                    now + FETCH_PATIENCE_SECONDS,
+                    FETCH_PATIENCE_SECONDS,
+                )
             consumer.resume(resume)
             log.debug(
                 "resumed partition=%d at positions=%s replay_until=%s",
@@ -500,6 +513,7 @@ class MonitorService:
         touched: set[int] = set()
         batches: dict[tuple[int, int], list[Record]] = {}
         processors, kinds, streams, idle = self.processors, self._kinds, self._streams, self._idle
+        silent = self._silent
         consumed = 0
         for message in messages:
             error = message.error()
@@ -509,6 +523,8 @@ class MonitorService:
                     if where[0] in streams:
                         idle[where] = True
                         touched.add(where[1])
+                        if silent:
+                            silent.pop(where, None)
                 else:
                     self._on_consume_error(error)
                 continue
@@ -528,6 +544,8 @@ class MonitorService:
                 self.counters.duplicates_skipped += 1  # a forward that leaked from a crash
                 continue
             idle[(topic, partition)] = False
+            if silent:
+                silent.pop((topic, partition), None)
             timestamp_type, timestamp = message.timestamp()
             value = message.value()
             record = _new_record(
@@ -620,6 +638,38 @@ class MonitorService:
             metrics.report_monitor(processor.monitor, self._tallies[partition])
             self._flow_control(partition, processor, streams)
 
+    def _restart_silent_fetches(self, now: float) -> None:
+        """Seek again a resumed stream that delivered nothing, not even its end.
+
+        A stream resumed after its restore yields records or an end-of-partition event within
+        a fetch or two. One CI run saw a restored instance whose eight resumed streams yielded
+        nothing for 90 s (librdkafka's pause right after an assignment, #2190, is the likely
+        cause; it did not reproduce on demand). A seek starts the partition's fetch again from
+        the processor's position; nothing is lost or read twice either way (`add` skips what
+        the processor already holds)."""
+        due = [where for where, (at, _) in self._silent.items() if now >= at]
+        if not due:
+            return
+        consumer = self._consumer
+        assert consumer is not None
+        for topic, partition in due:
+            processor = self.processors.get(partition)
+            if processor is None or (topic, partition) in self._paused:
+                continue  # paused by flow control: a silence that is ours
+            _, patience = self._silent[(topic, partition)]
+            self._silent[(topic, partition)] = (now + 2 * patience, 2 * patience)
+            at = processor.positions[self._streams[topic]]
+            log.warning(
+                "%s/%d delivered nothing for %.0fs since it was resumed: seeking it again to "
+                "offset %d",
+                topic,
+                partition,
+                patience,
+                at,
+            )
+            consumer.resume([TopicPartition(topic, partition)])
+            self._seek(TopicPartition(topic, partition, at if at > 0 else _OFFSET_BEGINNING))
+
     def _report_stall(self, now: float) -> None:
         """Records waiting and none processed for a while: log where each partition stands.
 
@@ -631,7 +681,7 @@ class MonitorService:
             for partition, processor in self.processors.items()
             if processor.buffered(PREDICTIONS) or processor.buffered(LABELS)
         }
-        if not (buffered or self._seeking or self._recoveries):
+        if not (buffered or self._seeking or self._recoveries or self._silent):
             self._processed_at = now  # nothing waits: not a stall
             return
         if min(now - self._processed_at, now - self._stall_reported) < STALL_REPORT_SECONDS:
@@ -639,7 +689,7 @@ class MonitorService:
         self._stall_reported = now
         log.warning(
             "no record processed for %.0fs: buffered=%s idle=%s paused=%s positions=%s "
-            "seeking=%s restoring=%s commits=%d",
+            "seeking=%s restoring=%s silent=%s commits=%d",
             now - self._processed_at,
             buffered,
             sorted(where for where, idle in self._idle.items() if idle),
@@ -647,6 +697,7 @@ class MonitorService:
             {p: list(processor.positions) for p, processor in self.processors.items()},
             sorted(self._seeking),
             [recovery.partitions for recovery in self._recoveries],
+            sorted(self._silent),
             self.counters.commits,
         )
 

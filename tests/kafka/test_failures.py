@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
 from stream_monitor.brokers import LocalBroker
 from stream_monitor.core.events import PREDICTION
@@ -128,7 +128,54 @@ def test_records_waiting_unprocessed_are_reported_with_where_each_partition_stan
     assert [r.getMessage() for r in caplog.records] == [
         f"no record processed for 31s: buffered={{2: (1, 0)}} idle=[('{predictions}', 2)] "
         f"paused=[('{predictions}', 2)] positions={{2: [7, 3]}} seeking=[] restoring=[] "
-        "commits=0"
+        "silent=[] commits=0"
+    ]
+
+
+class RecordingConsumer:
+    """Records what the loop asks of its consumer (the decision is what is tested here)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+
+    def resume(self, partitions: list[TopicPartition]) -> None:
+        self.calls.append(("resume", [(tp.topic, tp.partition) for tp in partitions]))
+
+    def seek(self, partition: TopicPartition) -> None:
+        self.calls.append(("seek", partition.topic, partition.partition, partition.offset))
+
+
+def test_a_resumed_stream_that_delivers_nothing_is_sought_again_with_growing_patience(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    config = make_config(config_data("127.0.0.1:1", group_id="g"))
+    service = MonitorService(config, codec=StateCodec(KEY.encode()))
+    consumer = RecordingConsumer()
+    service._consumer = consumer
+    service.processors[2] = PartitionProcessor(
+        2,
+        Monitor(config.monitor_settings()),
+        PartitionWriter(StateCodec(KEY.encode()), 2),
+        positions=(7, 0),
+    )
+    predictions, labels = config.kafka.topics.predictions, config.kafka.topics.labels
+    now = time.monotonic()
+    service._silent[(predictions, 2)] = (now - 1, 5.0)  # its patience ran out
+    service._silent[(labels, 2)] = (now + 3, 5.0)  # not yet
+    with caplog.at_level(logging.WARNING, logger="stream_monitor.kafka.service"):
+        service._restart_silent_fetches(now)
+        service._restart_silent_fetches(now + 4)  # labels' turn; predictions wait 10 s now
+    assert consumer.calls == [
+        ("resume", [(predictions, 2)]),
+        ("seek", predictions, 2, 7),
+        ("resume", [(labels, 2)]),
+        ("seek", labels, 2, -2),  # nothing processed yet: from the beginning
+    ]
+    assert service._silent[(predictions, 2)] == (now + 10.0, 10.0)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{predictions}/2 delivered nothing for 5s since it was resumed: seeking it again to "
+        "offset 7",
+        f"{labels}/2 delivered nothing for 5s since it was resumed: seeking it again to offset 0",
     ]
 
 
