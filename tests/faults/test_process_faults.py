@@ -15,7 +15,6 @@ from __future__ import annotations
 import re
 import signal
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -87,23 +86,29 @@ def test_kills_and_rebalances_lose_nothing_and_duplicate_nothing(
     def committed() -> int:
         return committed_total(config, names.predictions) + committed_total(config, names.labels)
 
-    def publish_paced(index: int) -> threading.Thread:
-        """Publish a slice over about 5 s, so that a kill lands while input still arrives (at the
-        speed of Apache Kafka, a slice published at once is processed and committed in a blink)."""
+    chunks = 200  # of a slice, one every 0.1 s: 20 s of input, far more than a kill waits for
+    published = 0  # chunks of the current slice published so far
+
+    def publish_chunk(index: int) -> None:
+        nonlocal sent, published
         predictions, labels = parts[index]
-        chunks = 50
+        i = published
+        chunk = (
+            slice(i * len(predictions) // chunks, (i + 1) * len(predictions) // chunks),
+            slice(i * len(labels) // chunks, (i + 1) * len(labels) // chunks),
+        )
+        publish(producer, names.predictions, predictions[chunk[0]])
+        publish(producer, names.labels, labels[chunk[1]])
+        sent += len(predictions[chunk[0]]) + len(labels[chunk[1]])
+        published += 1
+
+    def publish_paced(index: int, stop: threading.Event) -> threading.Thread:
+        """Publish the slice a chunk at a time until `stop` (at the speed of Apache Kafka, a
+        slice published at once is processed and committed in a blink)."""
 
         def run() -> None:
-            nonlocal sent
-            for i in range(chunks):
-                chunk = (
-                    slice(i * len(predictions) // chunks, (i + 1) * len(predictions) // chunks),
-                    slice(i * len(labels) // chunks, (i + 1) * len(labels) // chunks),
-                )
-                publish(producer, names.predictions, predictions[chunk[0]])
-                publish(producer, names.labels, labels[chunk[1]])
-                sent += len(predictions[chunk[0]]) + len(labels[chunk[1]])
-                time.sleep(0.1)
+            while published < chunks and not stop.wait(0.1):
+                publish_chunk(index)
 
         thread = threading.Thread(target=run, name=f"publish-{index}")
         thread.start()
@@ -117,12 +122,25 @@ def test_kills_and_rebalances_lose_nothing_and_duplicate_nothing(
     for round_ in range(3):
         wait_for(lambda p=current: recovered(p), 120, "the instance to restore its partitions")  # type: ignore[misc]
         before = committed()
-        publishing = publish_paced(round_)
-        wait_for(lambda before=before: committed() > before, 120, "progress before the kill")  # type: ignore[misc]
-        current.kill()
-        # Mid-stream: input published before the kill was not committed yet.
-        mid_stream_kills += committed() < sent
+        published = 0
+        stop = threading.Event()
+        publishing = publish_paced(round_, stop)
+        wait_for(
+            lambda before=before: committed() > before,  # type: ignore[misc]
+            120,
+            "progress before the kill",
+            watching=current,
+        )
+        stop.set()
         publishing.join()
+        # Mid-stream: a chunk published a moment before the kill cannot be committed yet (a
+        # commit every 300 ms, after a fetch, a batch and a transaction).
+        assert published < chunks, "the slice ran out before the instance made progress"
+        publish_chunk(round_)
+        current.kill()
+        mid_stream_kills += committed() < sent
+        while published < chunks:
+            publish_chunk(round_)
         assert "Traceback" not in current.output(), current.output()
         current = ServiceProcess(data, tmp_path, f"a{round_ + 1}").start()
 
