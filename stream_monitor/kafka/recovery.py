@@ -1,8 +1,8 @@
 """Restoring newly assigned partitions on a thread of their own.
 
-Rebalance callbacks only pause the partitions they are given and start a `Recovery`; the consume
-loop keeps turning (so the group never waits on us, and `max.poll.interval.ms` never passes) and
-installs the processors when the recovery is done: committed offsets, the state changelog read to
+Rebalance callbacks only assign the partitions they are given and start a `Recovery` (each
+stream is paused at its first delivery until then); the consume loop keeps turning (so the group
+never waits on us, and `max.poll.interval.ms` never passes) and installs the processors when the recovery is done: committed offsets, the state changelog read to
 its end and verified, monitors rebuilt, and the outputs published since the last checkpoint read,
 so that none of them is published twice.
 """

@@ -324,10 +324,9 @@ class MonitorService:
             consumer.assign(partitions)
         numbers = sorted({tp.partition for tp in partitions if tp.topic in self._streams})
         log.info("assigned partitions=%s", numbers)
-        streams = [tp for tp in partitions if tp.topic in self._streams]
-        if streams:
-            consumer.pause(streams)  # until their state is restored (see _install_recoveries)
-            self._paused.update((tp.topic, tp.partition) for tp in streams)
+        # Not paused here: a partition paused before its fetch started may never start, and
+        # then refuses every seek or never delivers (librdkafka #2190; both seen in CI). Each
+        # stream is paused at its first delivery while its state is restored (`_intake`).
         if numbers:
             self._recover(numbers)
         elif not self._recoveries:
@@ -436,10 +435,10 @@ class MonitorService:
     def _finish_seeks(self) -> set[int]:
         """Seek restored partitions to their state's positions, then hand them their processor.
 
-        librdkafka refuses a seek (_STATE) until a newly assigned partition has started; the
-        partition stays paused, and the seek is tried again next turn. Only a partition whose
-        seeks succeeded is resumed: reading it from the committed offsets instead would skip
-        the input between the state and them.
+        librdkafka refuses a seek (_STATE) until a newly assigned partition has started
+        fetching; the seeks are tried again next turn. Only a partition whose seeks all took in
+        one turn gets its processor and is resumed: reading it from the committed offsets
+        instead would skip the input between the state and them.
         """
         touched: set[int] = set()
         self._raw_seeks = [tp for tp in self._raw_seeks if not self._seek(tp)]
@@ -449,9 +448,10 @@ class MonitorService:
         assert consumer is not None
         now = time.monotonic()
         for partition, (processor, targets) in list(self._seeking.items()):
+            # Every stream, every turn, until all seeks take in the same turn: a stream whose
+            # seek took earlier may have delivered since, records dropped for want of a processor.
             remaining = [tp for tp in targets if not self._seek(tp)]
             if remaining:
-                self._seeking[partition] = (processor, remaining)
                 self._start_stuck_fetches(partition, remaining, now)
                 continue
             del self._seeking[partition]
@@ -515,6 +515,7 @@ class MonitorService:
         processors, kinds, streams, idle = self.processors, self._kinds, self._streams, self._idle
         silent = self._silent
         consumed = 0
+        dropped: dict[str, int] = {}
         for message in messages:
             error = message.error()
             if error is not None:
@@ -525,6 +526,8 @@ class MonitorService:
                         touched.add(where[1])
                         if silent:
                             silent.pop(where, None)
+                        if where[1] not in processors:
+                            self._hold(where)
                 else:
                     self._on_consume_error(error)
                 continue
@@ -537,7 +540,11 @@ class MonitorService:
             partition = message.partition()
             processor = processors.get(partition)
             if processor is None:
-                continue  # still restoring: it is read again from the restored position
+                # still restoring: it is read again from the restored position (and counted then)
+                self._hold((topic, partition))
+                consumed -= 1
+                dropped[topic] = dropped.get(topic, 0) + 1
+                continue
             if self.repartition and seen_before(
                 processor.runtime.setdefault("origins", {}), dict(message.headers() or [])
             ):
@@ -570,7 +577,22 @@ class MonitorService:
         self.counters.consumed += consumed
         self.reachability.reached()
         self._consumed_by_topic.update(m.topic() for m in messages if not m.error())
+        for topic, count in dropped.items():
+            self._consumed_by_topic[topic] -= count
         return touched
+
+    def _hold(self, where: tuple[str, int]) -> None:
+        """Pause a stream whose partition is still being restored, now that its fetch started
+        (it delivered): what it would fetch meanwhile is dropped and read again anyway."""
+        if where in self._paused:
+            return
+        assert self._consumer is not None
+        try:
+            self._consumer.pause([TopicPartition(*where)])
+        except KafkaException as exc:  # no longer assigned (a revoke under way)
+            log.debug("cannot pause %s: %s", where, exc.args[0].str())
+            return
+        self._paused.add(where)
 
     def _ends_without_eof(self) -> set[int]:
         """Streams read to their end that no end-of-partition event marked idle: a merge that
