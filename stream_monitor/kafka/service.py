@@ -56,6 +56,7 @@ from stream_monitor.processing.partition import PartitionProcessor
 log = logging.getLogger(__name__)
 
 _OFFSET_BEGINNING = -2
+
 # A stream's buffer (records read, waiting for the other stream) past which its partition is
 # paused until the merge catches up.
 MAX_BUFFERED = 50_000
@@ -71,6 +72,11 @@ FETCH_PATIENCE_SECONDS = 5.0
 # A NamedTuple built without its Python-level __new__: a per-message record at a plain tuple's
 # cost (0.08 µs, not 0.19 µs).
 _new_record = tuple.__new__
+
+
+def _from(topic: str, partition: int, at: int) -> TopicPartition:
+    """Where a stream is sought to: its next offset, or its beginning before any record."""
+    return TopicPartition(topic, partition, at if at > 0 else _OFFSET_BEGINNING)
 
 
 class ServiceCounters(OutputCounters):
@@ -146,6 +152,7 @@ class MonitorService:
         self._next_end_check = 0.0
         self._processed_at = time.monotonic()  # the last batch that processed a record
         self._stall_reported = 0.0
+        self._next_stall_check = 0.0
         self._standby: dict[int, PartitionProcessor] = {}  # revoked, kept in case they return
         self._recoveries: list[Recovery] = []
         # restored, waiting for their seeks: partition -> (processor, seeks still to do)
@@ -254,7 +261,9 @@ class MonitorService:
         self._maybe_commit(now)
         if self._silent:
             self._restart_silent_fetches(now)
-        self._report_stall(now)
+        if now >= self._next_stall_check:  # a walk over the partitions: not every turn
+            self._next_stall_check = now + 1.0
+            self._report_stall(now)
         self._require_checkpoint().poll()
         self.reachability.check(self._probe)
         if now >= self._next_state_report:
@@ -421,7 +430,7 @@ class MonitorService:
             for partition in recovery.partitions:  # those still assigned
                 processor = result.processors[partition]
                 targets = [
-                    TopicPartition(topic, partition, at if at > 0 else _OFFSET_BEGINNING)
+                    _from(topic, partition, at)
                     for topic, at in zip(self._stream_topics, processor.positions, strict=True)
                 ]
                 self._seeking[partition] = (processor, targets)
@@ -690,7 +699,7 @@ class MonitorService:
                 at,
             )
             consumer.resume([TopicPartition(topic, partition)])
-            self._seek(TopicPartition(topic, partition, at if at > 0 else _OFFSET_BEGINNING))
+            self._seek(_from(topic, partition, at))
 
     def _report_stall(self, now: float) -> None:
         """Records waiting and none processed for a while: log where each partition stands.
