@@ -1,1 +1,65 @@
-"""The pure monitoring core: no Kafka, no network, no clock. Bytes or dicts in, alerts out."""
+"""The pure monitoring core: no Kafka, no network, no clock. Bytes or dicts in, alerts out.
+
+Its per-event modules may also be compiled next to their sources (`tools/build_native.py`,
+which `make` runs). Python would import such an extension even after its source changed, so
+the compiled modules are used only when every source is still the one they were built from
+(`native.json`), and never with STREAM_MONITOR_PURE_PYTHON=1; otherwise the sources are.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.abc
+import importlib.machinery
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
+
+_HERE = Path(__file__).resolve().parent
+
+
+def _compiled_is_current(folder: Path) -> bool:
+    try:
+        manifest = json.loads((folder / "native.json").read_text())
+        recorded: dict[str, str] = manifest["modules"]
+        if manifest["python"] != sys.version.split()[0]:
+            return False
+        return all(
+            hashlib.sha256((folder / f"{module}.py").read_bytes()).hexdigest() == digest
+            for module, digest in recorded.items()
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+class _Sources(importlib.abc.MetaPathFinder):
+    """Finds this package's modules as source files only (the extensions next to them are
+    stale or unwanted)."""
+
+    def find_spec(
+        self, name: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if not name.startswith(f"{__name__}.") or path is None:
+            return None
+        loaders = [(importlib.machinery.SourceFileLoader, importlib.machinery.SOURCE_SUFFIXES)]
+        for entry in path:
+            spec = importlib.machinery.FileFinder(entry, *loaders).find_spec(name)
+            if spec is not None:
+                return spec
+        return None
+
+
+def uses_sources(folder: Path = _HERE, environ: dict[str, str] | None = None) -> bool:
+    """Whether the core runs from its Python sources (no usable compiled modules)."""
+    environ = dict(os.environ) if environ is None else environ
+    return environ.get("STREAM_MONITOR_PURE_PYTHON", "") not in ("", "0") or (
+        not _compiled_is_current(folder)
+    )
+
+
+PYTHON_SOURCES = uses_sources()
+if PYTHON_SOURCES:
+    sys.meta_path.insert(0, _Sources())

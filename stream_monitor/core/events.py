@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timezone
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import orjson
 
@@ -32,7 +32,8 @@ MAX_MAGNITUDE = 1e100
 class EventError(StreamMonitorError):
     """An event that cannot be used. `reason` is a stable code; `field` the offending field."""
 
-    reason = "invalid_event"
+    # ClassVar: compiled (mypyc), a plain class attribute would be an instance slot.
+    reason: ClassVar[str] = "invalid_event"
 
     def __init__(
         self, message: str, field: str | None = None, partial: dict[str, Any] | None = None

@@ -42,6 +42,19 @@ LABEL_DELAY_BUCKETS = (1.0, 5.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 8
 _DELAY_BOUNDS_MS = tuple(int(bound * 1000) for bound in LABEL_DELAY_BUCKETS)
 
 
+# The counts of `JoinCounters.as_dict` (a compiled class has no `__slots__` to list them from).
+JOIN_OUTCOMES = (
+    "duplicate_labels",
+    "duplicate_predictions",
+    "evicted_labels",
+    "evicted_predictions",
+    "expired_labels",
+    "expired_predictions",
+    "late_labels",
+    "matched",
+)
+
+
 class JoinCounters:
     """Every way a join can end, counted. Cumulative; runtimes diff them per batch for metrics.
 
@@ -78,9 +91,7 @@ class JoinCounters:
         self.delay_sum_ms = 0
 
     def as_dict(self) -> dict[str, int]:
-        return {
-            name: getattr(self, name) for name in self.__slots__ if not name.startswith("delay")
-        }
+        return {name: getattr(self, name) for name in JOIN_OUTCOMES}
 
     def joined(self, prediction_ms: int | None, label_ms: int | None) -> None:
         self.matched += 1

@@ -309,7 +309,8 @@ class Incident:
                 reference,
                 *minimum,  # (written before it was a setting: the default)
             ) = data
-            incident = cls.__new__(cls)
+            # Every field is set below (`cls.__new__(cls)` stops the mypyc build).
+            incident = cls(("", 0), 0.0, 1.0, 0.0, 0.0, None, None)
             incident.minimum = int(minimum[0]) if minimum else SETTLE
             incident.alerts = [(str(alert), int(opened)) for alert, opened in alerts]
             incident.baseline, incident.inverse = float(baseline), float(inverse)

@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 from stream_monitor.core.alerts import build_alert, build_resolved
 from stream_monitor.core.categories import BLOCK as CATEGORY_BLOCK
 from stream_monitor.core.categories import SETTLE_BLOCKS, Categories
@@ -139,6 +141,8 @@ class MonitorCounters:
         self.unscorable = 0
 
 
+# Subclassed by Python code (references, backtests), also when compiled (tools/build_native.py).
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Monitor:
     """Signals -> detectors -> alert policy, per monitor key, over the events of one partition."""
 

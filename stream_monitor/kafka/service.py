@@ -24,6 +24,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from stream_monitor.collector import tune_for_streaming
 from stream_monitor.config import Config
+from stream_monitor.core import PYTHON_SOURCES
 from stream_monitor.core.alerts import RESOLVED_TYPE
 from stream_monitor.core.events import LABEL, PREDICTION, EventError, Record
 from stream_monitor.core.monitor import DeadLetter, Output
@@ -216,12 +217,13 @@ class MonitorService:
             topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
         log.info(
-            "consuming topics=%s group=%s guarantee=%s partitioning=%s group_protocol=%s",
+            "consuming topics=%s group=%s guarantee=%s partitioning=%s group_protocol=%s core=%s",
             ",".join(topics),
             self.kafka.group_id,
             self.kafka.processing_guarantee,
             self.kafka.partitioning,
             self.kafka.group_protocol,
+            "python" if PYTHON_SOURCES else "compiled",
         )
         self.looping = True
         try:
