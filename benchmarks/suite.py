@@ -46,6 +46,7 @@ from confluent_kafka.admin import AdminClient
 
 from stream_monitor.brokers import KINDS, LocalBroker, local_broker
 from stream_monitor.config import build_config, parse_duration_ms
+from stream_monitor.core import PYTHON_SOURCES
 from stream_monitor.kafka.topics import ensure_topics
 from stream_monitor.publish import event_producer
 
@@ -99,11 +100,23 @@ class Sizes:
     settle_seconds: float = 2.5  # for the 1 s gauges (and the allocator) to catch up
     # Recovery again with this shorter session timeout: shows what bounds the first figure.
     short_session_timeout: str | None = None
+    # Predictions of the latency workload that measure its maximum rate (half of it is the
+    # latency phase's rate).
+    latency_capacity: int = 200_000
 
 
 FULL = Sizes(100_000, 30.0, 150, 10_000, 1_000_000, 10, 10_000, 200_000, short_session_timeout="3s")
 QUICK = Sizes(
-    20_000, 6.0, 30, 2_000, 30_000, 10, 2_000, 50_000, quix_runs=tuple(quix_peer.RUNS)[:2]
+    20_000,
+    6.0,
+    30,
+    2_000,
+    30_000,
+    10,
+    2_000,
+    50_000,
+    quix_runs=tuple(quix_peer.RUNS)[:2],
+    latency_capacity=40_000,
 )
 
 
@@ -290,6 +303,55 @@ def measure_quix(bootstrap: str, sizes: Sizes, total: int) -> dict[str, Any]:
 
 
 # --- 4: alert latency ------------------------------------------------------------------------------
+def latency_pools(size: int = 997, seed: int = 3) -> tuple[list[str], list[str]]:
+    """Pre-encoded `"prediction":…,"features":{…}` tails of the latency workload's events,
+    unshifted and shifted (the same draws with f0 + 10 sd): the paced producer shares the two
+    cores with the service and must not take the CPU that the measurement is about."""
+    rng = random.Random(seed)
+    plain, shifted = [], []
+    for _ in range(size):
+        features = {f"f{k}": rng.gauss(0.0, 1.0) for k in range(4)}
+        prediction = "true" if rng.random() < 0.5 else "false"
+        plain.append(f'"prediction":{prediction},"features":{orjson.dumps(features).decode()}')
+        features["f0"] += 10.0
+        shifted.append(f'"prediction":{prediction},"features":{orjson.dumps(features).decode()}')
+    return plain, shifted
+
+
+def latency_event(
+    index: int, keys: int, shifted: int, pools: tuple[list[str], list[str]]
+) -> tuple[bytes, bytes]:
+    """The latency workload's prediction `index`: model `index % keys`, four N(0, 1) features,
+    f0 shifted by +10 sd on the first `shifted` keys, no label ever (each one pends)."""
+    key = index % keys
+    model = f"model-{key}"
+    tail = pools[key < shifted][index % len(pools[0])]
+    value = (
+        f'{{"prediction_id":"p{index}","model":"{model}",'
+        f'"timestamp":{BASE_TIME_MS + index},{tail}}}'
+    )
+    return model.encode(), value.encode()
+
+
+def measure_latency_capacity(bootstrap: str, sizes: Sizes) -> dict[str, Any]:
+    """The latency workload's maximum rate: `run` exactly once over `sizes.latency_capacity` of
+    its predictions (no shift), published beforehand. "Half load" is half of this, not of the
+    throughput phase's rate: that workload (3 models, 2 features and a score, labels that end
+    each join) costs less per event than this one (4 features, every prediction pending)."""
+    config = service_config(bootstrap, "capacity", sizes)
+    create_topics(config)
+    topics = config["kafka"]["topics"]
+    pools = latency_pools()
+    count = produce_all(
+        event_producer(bootstrap),
+        topics["predictions"],
+        (latency_event(i, sizes.latency_keys, 0, pools) for i in range(sizes.latency_capacity)),
+    )
+    inputs = {name: topics[name] for name in ("predictions", "labels")}
+    rate = service_run(bootstrap, inputs, "exactly_once", count, sizes.session_timeout)
+    return {"events": count, "keys": sizes.latency_keys, "exactly_once": rate}
+
+
 def measure_latency(
     bootstrap: str,
     folder: Path,
@@ -329,16 +391,18 @@ def measure_latency(
                     received.append((time.time(), orjson.loads(message.value() or b"{}")))
         consumer.close()
 
-    def delivered(sent_at: float, error: KafkaError | None, message: Message) -> None:
+    def delivered(error: KafkaError | None, message: Message) -> None:
+        # Sent at the record's create time, which the client set in produce() (ms): one
+        # callback for all, not a closure per event.
         if error is None:
-            sent[(message.partition() or 0, message.offset() or 0)] = sent_at
+            sent[(message.partition() or 0, message.offset() or 0)] = message.timestamp()[1] / 1e3
 
     reader = threading.Thread(target=read_alerts, daemon=True)
     reader.start()
     try:
         wait_until(service.ready, 60, "the latency service to be ready")
         producer = event_producer(bootstrap, **{"linger.ms": 5})
-        rng = random.Random(3)
+        pools = latency_pools()
         tick = 0.01
         per_tick = max(1, round(rate * tick))
         warmup = min(3.0, sizes.latency_seconds / 3)
@@ -347,27 +411,12 @@ def measure_latency(
         index = 0
         while (elapsed := time.monotonic() - started) < sizes.latency_seconds:
             shifted = 0 if elapsed < warmup else 1 + int((elapsed - warmup) / shift_every)
-            now = time.time()
             for _ in range(per_tick):
-                key = index % sizes.latency_keys
-                features = {f"f{k}": rng.gauss(0.0, 1.0) for k in range(4)}
-                if key < shifted:
-                    features["f0"] += 10.0
-                model = f"model-{key}"
-                value = {
-                    "prediction_id": f"p{index}",
-                    "model": model,
-                    "prediction": rng.random() < 0.5,
-                    "timestamp": BASE_TIME_MS + index,
-                    "features": features,
-                }
+                key, value = latency_event(index, sizes.latency_keys, shifted, pools)
                 while True:
                     try:
                         producer.produce(
-                            topics["predictions"],
-                            key=model.encode(),
-                            value=orjson.dumps(value),
-                            on_delivery=functools.partial(delivered, now),
+                            topics["predictions"], key=key, value=value, on_delivery=delivered
                         )
                         break
                     except BufferError:
@@ -578,6 +627,7 @@ def run_suite(
     figures["machine"] = {
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
+        "core": "Python sources" if PYTHON_SOURCES else "compiled (mypyc)",
         "platform": platform.platform(),
     }
     figures["rows"] = rows(figures)
@@ -596,7 +646,10 @@ def broker_phases(
     result["quix"] = (
         timed(phase("quix"), measure_quix, bootstrap, sizes, total) if sizes.quix_runs else None
     )
-    half = result["throughput"]["exactly_once"] / 2
+    result["latency_capacity"] = timed(
+        phase("latency_capacity"), measure_latency_capacity, bootstrap, sizes
+    )
+    half = result["latency_capacity"]["exactly_once"] / 2
     result["latency"] = timed(phase("latency"), measure_latency, bootstrap, folder, half, sizes)
     result["latency_tuned"] = timed(
         phase("latency_tuned"),
@@ -733,6 +786,14 @@ def rows(figures: dict[str, Any]) -> list[dict[str, Any]]:
             ),
         ]
     result += quix_rows(each, ratio, limit, exactly, least)
+    capacity = each(lambda m: m["latency_capacity"]["exactly_once"])
+    result.append(
+        row(
+            "run, exactly once, on the latency workload (4 features, no labels): its max",
+            "events/s",
+            capacity,
+        )
+    )
     for name, settings in (("latency", "defaults"), ("latency_tuned", "low-latency settings")):
         rate = each(lambda m, name=name: m[name]["achieved_rate"])
         at = ", ".join(f"{kind} {value:,.0f}/s" for kind, value in rate.items())
@@ -919,7 +980,8 @@ def markdown(figures: dict[str, Any]) -> str:
     machine = figures["machine"]
     lines.append("")
     lines.append(
-        f"{machine['cpus']} CPUs, Python {machine['python']}, {machine['platform']}; "
+        f"{machine['cpus']} CPUs, Python {machine['python']}, {machine['platform']}, "
+        f"core {machine.get('core', 'Python sources')}; "
         f"suite took {figures['seconds']:.0f} s. Targets are judged on Apache Kafka."
     )
     return "\n".join(lines) + "\n"

@@ -32,6 +32,7 @@ TINY = Sizes(
     quix_runs=("exactly-once/state", "at-least-once/state"),
     session_timeout="1500ms",
     settle_seconds=0.8,
+    latency_capacity=2000,
 )
 
 
@@ -43,7 +44,15 @@ def test_suite_reports_every_figure(broker: LocalBroker, tmp_path: Path) -> None
     recoveries = {"recovery", "recovery_static"}
     if broker.kind == "kafka":
         recoveries |= {"recovery_kip848"}
-    phases = {"throughput", "quix", "latency", "latency_tuned", "memory", "faust"}
+    phases = {
+        "throughput",
+        "quix",
+        "latency_capacity",
+        "latency",
+        "latency_tuned",
+        "memory",
+        "faust",
+    }
     assert set(measured) == phases | recoveries
     assert set(measured["throughput"]) >= {"limit", "exactly_once", "at_least_once", "events"}
     assert set(measured["quix"]) == {"limit_peer_client", *TINY.quix_runs}
