@@ -29,6 +29,10 @@ def _compiled_is_current(folder: Path) -> bool:
             return False
         return all(
             hashlib.sha256((folder / f"{module}.py").read_bytes()).hexdigest() == digest
+            and any(
+                (folder / f"{module}{suffix}").exists()
+                for suffix in importlib.machinery.EXTENSION_SUFFIXES
+            )
             for module, digest in recorded.items()
         )
     except (OSError, ValueError, KeyError, TypeError):

@@ -14,6 +14,7 @@ from stream_monitor.core import monitor, signals
 
 def built_from(folder: Path, source: str, python: str | None = None) -> None:
     (folder / "signals.py").write_text(source)
+    (folder / f"signals{importlib.machinery.EXTENSION_SUFFIXES[0]}").write_bytes(b"")
     digest = hashlib.sha256(source.encode()).hexdigest()
     manifest = {"python": python or sys.version.split()[0], "modules": {"signals": digest}}
     (folder / "native.json").write_text(json.dumps(manifest))
@@ -27,6 +28,14 @@ def test_a_build_of_the_current_sources_is_used(tmp_path: Path) -> None:
 def test_a_source_changed_since_the_build_means_the_sources_are_used(tmp_path: Path) -> None:
     built_from(tmp_path, "X = 1\n")
     (tmp_path / "signals.py").write_text("X = 2\n")
+    assert core.uses_sources(tmp_path, environ={})
+
+
+def test_a_manifest_without_its_extensions_means_the_sources_are_used(tmp_path: Path) -> None:
+    built_from(tmp_path, "X = 1\n")
+    for path in tmp_path.iterdir():
+        if path.suffix == ".so":
+            path.unlink()
     assert core.uses_sources(tmp_path, environ={})
 
 
