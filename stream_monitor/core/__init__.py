@@ -3,7 +3,8 @@
 Its per-event modules may also be compiled next to their sources (`tools/build_native.py`,
 which `make` runs). Python would import such an extension even after its source changed, so
 the compiled modules are used only when every source is still the one they were built from
-(`native.json`), and never with STREAM_MONITOR_PURE_PYTHON=1; otherwise the sources are.
+(`native.json`) and all of them are there, and never with STREAM_MONITOR_PURE_PYTHON=1;
+otherwise the sources are.
 """
 
 from __future__ import annotations
@@ -19,23 +20,38 @@ from pathlib import Path
 from types import ModuleType
 
 _HERE = Path(__file__).resolve().parent
+# What tools/build_native.py compiles: what runs per event (`categories.py` stays Python).
+COMPILED = ("calibration", "effects", "events", "join", "lifecycle", "monitor", "signals")
+SHARED_LIBRARY = "native__mypyc"  # the code of all of them; each module is a small shim
 
 
-def _compiled_is_current(folder: Path) -> bool:
+def build_inputs(folder: Path = _HERE) -> dict[str, str]:
+    """sha256 of every source a build depends on: all of the core (mypyc checks the compiled
+    modules against the others' types) and `stream_monitor/errors.py` (a base class)."""
+    sources = sorted(folder.glob("*.py"))
+    errors = folder.parent / "errors.py"
+    if errors.exists():
+        sources.append(errors)
+    return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in sources}
+
+
+def _extension(folder: Path, module: str) -> bool:
+    return any(
+        (folder / f"{module}{suffix}").exists() for suffix in importlib.machinery.EXTENSION_SUFFIXES
+    )
+
+
+def _compiled_is_current(folder: Path, modules: Sequence[str]) -> bool:
     try:
         manifest = json.loads((folder / "native.json").read_text())
-        recorded: dict[str, str] = manifest["modules"]
-        if manifest["python"] != sys.version.split()[0]:
-            return False
-        return all(
-            hashlib.sha256((folder / f"{module}.py").read_bytes()).hexdigest() == digest
-            and any(
-                (folder / f"{module}{suffix}").exists()
-                for suffix in importlib.machinery.EXTENSION_SUFFIXES
-            )
-            for module, digest in recorded.items()
+        return bool(
+            manifest["python"] == sys.version.split()[0]
+            and sorted(manifest["modules"]) == sorted(modules)
+            and manifest["inputs"] == build_inputs(folder)
+            and _extension(folder, SHARED_LIBRARY)
+            and all(_extension(folder, module) for module in modules)
         )
-    except (OSError, ValueError, KeyError, TypeError):
+    except Exception:  # a manifest that is not one (any shape): no usable build
         return False
 
 
@@ -56,11 +72,15 @@ class _Sources(importlib.abc.MetaPathFinder):
         return None
 
 
-def uses_sources(folder: Path = _HERE, environ: dict[str, str] | None = None) -> bool:
+def uses_sources(
+    folder: Path = _HERE,
+    environ: dict[str, str] | None = None,
+    modules: Sequence[str] = COMPILED,
+) -> bool:
     """Whether the core runs from its Python sources (no usable compiled modules)."""
     environ = dict(os.environ) if environ is None else environ
     return environ.get("STREAM_MONITOR_PURE_PYTHON", "") not in ("", "0") or (
-        not _compiled_is_current(folder)
+        not _compiled_is_current(folder, modules)
     )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib.machinery
 import json
 import sys
@@ -11,43 +10,73 @@ from pathlib import Path
 import stream_monitor.core as core
 from stream_monitor.core import monitor, signals
 
+SUFFIX = importlib.machinery.EXTENSION_SUFFIXES[0]
+MODULES = ("signals",)
+
 
 def built_from(folder: Path, source: str, python: str | None = None) -> None:
+    """A folder as tools/build_native.py leaves it, for one module."""
     (folder / "signals.py").write_text(source)
-    (folder / f"signals{importlib.machinery.EXTENSION_SUFFIXES[0]}").write_bytes(b"")
-    digest = hashlib.sha256(source.encode()).hexdigest()
-    manifest = {"python": python or sys.version.split()[0], "modules": {"signals": digest}}
+    (folder / "settings.py").write_text("Y = 1\n")
+    for name in (*MODULES, core.SHARED_LIBRARY):
+        (folder / f"{name}{SUFFIX}").write_bytes(b"")
+    manifest = {
+        "python": python or sys.version.split()[0],
+        "modules": list(MODULES),
+        "inputs": core.build_inputs(folder),
+    }
     (folder / "native.json").write_text(json.dumps(manifest))
+
+
+def sources(folder: Path, **environ: str) -> bool:
+    return core.uses_sources(folder, environ=environ, modules=MODULES)
 
 
 def test_a_build_of_the_current_sources_is_used(tmp_path: Path) -> None:
     built_from(tmp_path, "X = 1\n")
-    assert not core.uses_sources(tmp_path, environ={})
+    assert not sources(tmp_path)
 
 
 def test_a_source_changed_since_the_build_means_the_sources_are_used(tmp_path: Path) -> None:
     built_from(tmp_path, "X = 1\n")
     (tmp_path / "signals.py").write_text("X = 2\n")
-    assert core.uses_sources(tmp_path, environ={})
+    assert sources(tmp_path)
 
 
-def test_a_manifest_without_its_extensions_means_the_sources_are_used(tmp_path: Path) -> None:
+def test_a_module_the_build_depends_on_changed_means_the_sources_are_used(
+    tmp_path: Path,
+) -> None:
     built_from(tmp_path, "X = 1\n")
-    for path in tmp_path.iterdir():
-        if path.suffix == ".so":
-            path.unlink()
-    assert core.uses_sources(tmp_path, environ={})
+    (tmp_path / "settings.py").write_text("Y = 2\n")  # not compiled, but its types are
+    assert sources(tmp_path)
+
+
+def test_a_missing_extension_or_shared_library_means_the_sources_are_used(tmp_path: Path) -> None:
+    for name in (*MODULES, core.SHARED_LIBRARY):
+        built_from(tmp_path, "X = 1\n")
+        (tmp_path / f"{name}{SUFFIX}").unlink()
+        assert sources(tmp_path)
 
 
 def test_no_build_another_python_or_the_setting_means_the_sources_are_used(
     tmp_path: Path,
 ) -> None:
-    assert core.uses_sources(tmp_path, environ={})  # no native.json
+    assert sources(tmp_path)  # no native.json
     built_from(tmp_path, "X = 1\n", python="3.0.0")
-    assert core.uses_sources(tmp_path, environ={})
+    assert sources(tmp_path)
     built_from(tmp_path, "X = 1\n")
-    assert core.uses_sources(tmp_path, environ={"STREAM_MONITOR_PURE_PYTHON": "1"})
-    assert not core.uses_sources(tmp_path, environ={"STREAM_MONITOR_PURE_PYTHON": "0"})
+    assert sources(tmp_path, STREAM_MONITOR_PURE_PYTHON="1")
+    assert not sources(tmp_path, STREAM_MONITOR_PURE_PYTHON="0")
+
+
+def test_a_manifest_of_another_shape_means_the_sources_are_used(tmp_path: Path) -> None:
+    built_from(tmp_path, "X = 1\n")
+    manifest = json.loads((tmp_path / "native.json").read_text())
+    for modules in ([], {}, "signals", None, ["signals", "monitor"]):
+        (tmp_path / "native.json").write_text(json.dumps({**manifest, "modules": modules}))
+        assert sources(tmp_path)
+    (tmp_path / "native.json").write_text("[1, 2]")
+    assert sources(tmp_path)
 
 
 def test_the_modules_imported_are_the_ones_the_decision_names() -> None:
