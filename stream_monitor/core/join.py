@@ -62,19 +62,7 @@ class JoinCounters:
     runtime can export a histogram without touching every event again.
     """
 
-    __slots__ = (
-        "delay_buckets",
-        "delay_count",
-        "delay_sum_ms",
-        "duplicate_labels",
-        "duplicate_predictions",
-        "evicted_labels",
-        "evicted_predictions",
-        "expired_labels",
-        "expired_predictions",
-        "late_labels",
-        "matched",
-    )
+    __slots__ = ("delay_buckets", "delay_count", "delay_sum_ms", *JOIN_OUTCOMES)
 
     def __init__(self) -> None:
         self.matched = 0
