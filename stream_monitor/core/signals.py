@@ -15,6 +15,8 @@ import math
 from array import array
 from typing import Any
 
+from river.drift import ADWIN
+
 from stream_monitor.core.calibration import DORMANT as DORMANT_PHASE
 from stream_monitor.core.calibration import LEARNING, READY, Scaler, clamp_rate
 from stream_monitor.core.categories import COUNT_VALUES, Categories
@@ -206,6 +208,7 @@ class Track:
         "total",
         "total_sq",
         "update",
+        "window",
         "zeros",
     )
 
@@ -220,6 +223,9 @@ class Track:
         self.rule = rule
         self.detector = rule.create() if detector is None else detector
         self.feed = self.detector.update
+        # river's ADWIN.update is a Python method around its Rust window (`_helper`): an ADWIN
+        # track updates the window itself (`_feed`), a third of the cost of a value.
+        self.window = type(self.detector) is ADWIN
         self.rate = rate  # an uncalibrated track on a 0/1 signal (error, missing rate, ...)
         calibration = rule.calibration
         self.scaler: Scaler | None = None
@@ -254,7 +260,7 @@ class Track:
         self.seen += 1
         self.total += x
         self.total_sq += x * x  # for the pooled sd of an uncalibrated track's effect
-        self.feed(x)
+        detected = self._feed(x)
         fill = self.fill + 1
         if fill == self.block_size:
             slot = self.slot
@@ -269,7 +275,7 @@ class Track:
             self.fill = fill
         incident = self.incident
         flags = RESOLVED if incident is not None and incident.step(x) else 0
-        if self.detector._drift_detected:
+        if detected:
             flags |= DRIFT
         return flags
 
@@ -283,7 +289,7 @@ class Track:
             z = clip
         elif z < -clip:
             z = -clip
-        self.feed(z)
+        detected = self._feed(z)
         fill = self.fill + 1
         if fill == self.block_size:
             slot = self.slot
@@ -300,7 +306,7 @@ class Track:
         flags = RESOLVED if incident is not None and incident.step(x) else 0
         if self.learning:
             return flags | self._learn(x)
-        if self.detector._drift_detected:
+        if detected:
             flags |= DRIFT
         return flags
 
@@ -319,7 +325,7 @@ class Track:
         flags = 0
         if self.feeding:
             a = gap * self.inverse
-            self.feed(a if a < self.clip else self.clip)
+            self._feed(a if a < self.clip else self.clip)
             if self.learning:
                 self.scaler.learn_pair(a)  # type: ignore[union-attr]
         fill = self.fill + 1
@@ -342,6 +348,19 @@ class Track:
         if self.detector._drift_detected:
             flags |= DRIFT
         return flags
+
+    def _feed(self, z: float) -> bool:
+        """The detector's update; True when it detected a change. For ADWIN, river's `update`
+        without its Python frames: reset after a detection, then the Rust window's update."""
+        detector = self.detector
+        if not self.window:
+            self.feed(z)
+            return bool(detector._drift_detected)
+        if detector._drift_detected:
+            detector._reset()
+        detected: bool = detector._helper.update(z)
+        detector._drift_detected = detected
+        return detected
 
     def _learning(self, x: float) -> int:
         """A calibrated mean or rate in its warm-up, before its detector sees anything."""
@@ -420,10 +439,15 @@ class Track:
         count, self.zeros = self.zeros, 0
         detector = self.detector
         stats = detector._x_mean
-        c, delta = self._zero(), detector.delta
-        n, mean = stats.n, stats._mean
-        up, down = detector._sum_increase, detector._sum_decrease
-        lowest, highest = detector._min_increase, detector._max_decrease
+        # Typed as floats, so that the compiled loop runs on doubles, not on Python objects.
+        c: float = self._zero()
+        delta = float(detector.delta)
+        n = float(stats.n)
+        mean = float(stats._mean)
+        up = float(detector._sum_increase)
+        down = float(detector._sum_decrease)
+        lowest = float(detector._min_increase)
+        highest = float(detector._max_decrease)
         for _ in range(count):
             n += 1.0
             mean += (1.0 / n) * (c - mean)

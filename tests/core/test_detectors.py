@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
+from river.drift import ADWIN
 
 from stream_monitor.core.detectors import DetectorRule
 from stream_monitor.core.events import PREDICTION
+from stream_monitor.core.signals import DRIFT, Track
 from stream_monitor.errors import ConfigError
 from tests.helpers import golden_stream, monitor, prediction, records
 
@@ -67,3 +71,23 @@ def test_each_key_gets_its_own_detector() -> None:
     alerts = m.process(records(PREDICTION, events)).alerts
     assert {a.key for a in alerts} == {"a"}
     assert alerts[0].event["data"]["observations"] == 1024
+
+
+def test_an_adwin_track_detects_where_rivers_own_update_does() -> None:
+    """An ADWIN track updates river's Rust window itself (`Track._feed`): the same detections,
+    the reset after each one included, and the same window bytes as river's `ADWIN.update`."""
+    rng = random.Random(3)
+    values = [rng.gauss(float(i // 700 % 3), 1.0) for i in range(5000)]
+    rule = DetectorRule("a", "adwin")
+    track = Track(rule)
+    river = ADWIN()
+    ours, theirs = [], []
+    for i, x in enumerate(values):
+        if track.update(x) & DRIFT:
+            ours.append(i)
+        river.update(x)
+        if river.drift_detected:
+            theirs.append(i)
+    assert len(theirs) >= 5
+    assert ours == theirs
+    assert rule.dump(track.detector) == rule.dump(river)
