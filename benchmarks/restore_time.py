@@ -67,7 +67,7 @@ def main() -> None:
         topic = TopicNames.from_config(config).state
         producer = Producer({"bootstrap.servers": broker.bootstrap_servers, "linger.ms": 20})
         size = 0
-        written = processor.checkpoint()
+        written = list(processor.checkpoint())
         for key, value, headers in written:
             size += len(value or b"")
             while True:

@@ -10,7 +10,7 @@ at fixed points of the sequence.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from mypy_extensions import mypyc_attr
@@ -60,7 +60,7 @@ from stream_monitor.core.signals import (
     resolve_plan,
 )
 from stream_monitor.core.signals import PREDICTION as PREDICTION_SIGNAL
-from stream_monitor.core.state import StateChanges
+from stream_monitor.core.state import KeyDumps, StateChanges
 from stream_monitor.errors import StateError
 
 _EMPTY: dict[str, Any] = {}
@@ -729,13 +729,18 @@ class Monitor:
             join=join.dump_entries((*join.predictions, *join.labels)),
         )
 
-    def take_changes(self) -> StateChanges:
-        """Only what changed since the last call, in the order it changed (None: deleted)."""
+    def take_changes(self, lazy: bool = False) -> StateChanges:
+        """Only what changed since the last call, in the order it changed (None: deleted).
+
+        `lazy`: each key is dumped when it is read (`KeyDumps`), so that a checkpoint holds
+        one key's dump at a time; read the changes before processing anything more."""
         meta = self._dump_meta() if self._meta_dirty else None
         self._meta_dirty = False
-        keys: dict[str, dict[str, Any] | None] = {
-            key_id: state.dump() for key_id, state in self._dirty.items()
-        }
+        keys: Mapping[str, dict[str, Any] | None]
+        if lazy:
+            keys = KeyDumps(self._dirty, _dump_key)
+        else:
+            keys = {key_id: state.dump() for key_id, state in self._dirty.items()}
         self._dirty = {}
         join = self.join
         entries = join.dump_entries(join.take_changes())
@@ -904,6 +909,10 @@ def _is_number(value: Any) -> bool:
 
 def _round(value: Any) -> Any:
     return round(value, 6) if type(value) is float else value
+
+
+def _dump_key(state: KeyState) -> dict[str, Any]:
+    return state.dump()
 
 
 __all__ = ["Alert", "DeadLetter", "JoinKey", "Monitor", "MonitorCounters", "Output", "Record"]

@@ -18,8 +18,9 @@ group's committed offsets. Every record is signed over its key, value, partition
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 import orjson
@@ -180,33 +181,32 @@ class PartitionWriter:
         tag: Tag,
         live_join: Callable[[], Iterable[JoinEntry]],
         live_count: int,
-    ) -> list[ChangelogRecord]:
-        """The records of one checkpoint: every change, plus the processor record."""
+    ) -> Iterator[ChangelogRecord]:
+        """The records of one checkpoint: every change, plus the processor record.
+
+        Made as they are read, so that a checkpoint of many keys or a snapshot of a large join
+        holds a record at a time, not all of them: read them all, before anything else
+        changes the state."""
         raw_tag = encode_tag(tag)
         context = signing_context(self.partition, raw_tag)
         header = (OFFSETS_HEADER, raw_tag)
         encode = self.codec.encode
-        out: list[ChangelogRecord] = []
 
-        def put(key: bytes, data: Any) -> None:
-            out.append((key, encode(key, data, context), [header]))
-
-        def delete(key: bytes) -> None:
+        def deletion(key: bytes) -> ChangelogRecord:
             signature = self.codec.tombstone_signature(key, context)
-            out.append((key, None, [header, (SIGNATURE_HEADER, signature)]))
+            return (key, None, [header, (SIGNATURE_HEADER, signature)])
 
-        put(PROCESSOR_KEY, processor)
+        yield (PROCESSOR_KEY, encode(PROCESSOR_KEY, processor, context), [header])
         if changes.meta is not None:
-            put(META_KEY, changes.meta)
+            yield (META_KEY, encode(META_KEY, changes.meta, context), [header])
         for key_id, data in changes.keys.items():
-            self._key_records(key_id, data, context, header, out, delete)
+            yield from self._key_records(key_id, data, context, header, deletion)
         if changes.join:
             for key, payload in self._join_records(changes.join, live_join, live_count):
                 if payload is None:
-                    delete(key)
+                    yield deletion(key)
                 else:
-                    out.append((key, self.codec.encode_json(key, payload, context), [header]))
-        return out
+                    yield (key, self.codec.encode_json(key, payload, context), [header])
 
     # --- monitor keys ------------------------------------------------------------------------
     def _key_records(
@@ -215,31 +215,30 @@ class PartitionWriter:
         data: dict[str, Any] | None,
         context: bytes,
         header: tuple[str, bytes],
-        out: list[ChangelogRecord],
-        delete: Callable[[bytes], None],
-    ) -> None:
+        deletion: Callable[[bytes], ChangelogRecord],
+    ) -> Iterator[ChangelogRecord]:
         name = KEY_PREFIX + key_id
         head_key = name.encode()
         before = self.key_parts.get(key_id, 1)
+        parts = 1
         if data is None:
-            delete(head_key)
-            groups: list[list[Any]] = []
+            yield deletion(head_key)
         else:
             encoded = self.codec.encode(head_key, data, context)
             if len(encoded) + len(head_key) <= self.max_record_bytes:
-                out.append((head_key, encoded, [header]))
-                groups = [data["signals"]]
+                yield (head_key, encoded, [header])
             else:
                 groups = self._split(data["signals"], head_key, context)
-                head = {**data, "signals": groups[0], "parts": len(groups)}
-                out.append((head_key, self.codec.encode(head_key, head, context), [header]))
+                parts = len(groups)
+                head = {**data, "signals": groups[0], "parts": parts}
+                yield (head_key, self.codec.encode(head_key, head, context), [header])
                 for index, group in enumerate(groups[1:], start=1):
                     part_key = f"{name}{PART_SEPARATOR}{index}".encode()
                     value = self.codec.encode(part_key, {"signals": group}, context)
-                    out.append((part_key, value, [header]))
-        for index in range(max(len(groups), 1), before):  # parts the key no longer has
-            delete(f"{name}{PART_SEPARATOR}{index}".encode())
-        self.key_parts[key_id] = max(len(groups), 1)
+                    yield (part_key, value, [header])
+        for index in range(parts, before):  # parts the key no longer has
+            yield deletion(f"{name}{PART_SEPARATOR}{index}".encode())
+        self.key_parts[key_id] = parts
 
     def _split(self, signals: list[Any], key: bytes, context: bytes) -> list[list[Any]]:
         """Groups of signals whose records each fit (a group may hold one signal at least)."""
@@ -264,40 +263,40 @@ class PartitionWriter:
         entries: list[JoinEntry],
         live_join: Callable[[], Iterable[JoinEntry]],
         live_count: int,
-    ) -> list[tuple[bytes, bytes | None]]:
+    ) -> Iterator[tuple[bytes, bytes | None]]:
         journal = self.join
         journal.entries += len(entries)
         if journal.entries > max(COMPACT_RATIO * live_count, COMPACT_MIN):
-            return self._snapshot(live_join())
+            yield from self._snapshot(live_join())
+            return
         seq = journal.seq
         journal.seq += 1
-        out: list[tuple[bytes, bytes | None]] = []
         for part, payload in enumerate(self._chunks(entries)):
             key = f"{JOIN_DELTA}{seq:012d}:{part:06d}".encode()
             journal.delta_keys.append(key)
-            out.append((key, payload))
-        return out
+            yield (key, payload)
 
-    def _snapshot(self, live: Iterable[JoinEntry]) -> list[tuple[bytes, bytes | None]]:
+    def _snapshot(self, live: Iterable[JoinEntry]) -> Iterator[tuple[bytes, bytes | None]]:
+        """Every pending entry, SNAPSHOT_ROWS at a time (1M entries as rows are ~250 MB of
+        Python objects), then the head that names the snapshot, then the deletions."""
         journal = self.join
         old_generation, old_parts = journal.generation, journal.parts
         generation = old_generation + 1
-        out: list[tuple[bytes, bytes | None]] = []
         parts = 0
-        for payload in self._chunks(list(live)):
-            out.append((f"{JOIN_SNAPSHOT}{generation:08d}:{parts:06d}".encode(), payload))
-            parts += 1
+        rows = iter(live)
+        while batch := list(islice(rows, SNAPSHOT_ROWS)):
+            for payload in self._chunks(batch):
+                yield (f"{JOIN_SNAPSHOT}{generation:08d}:{parts:06d}".encode(), payload)
+                parts += 1
         head = orjson.dumps({"generation": generation, "parts": parts, "start": journal.seq})
-        out.append((JOIN_HEAD, head))
-        out.extend((key, None) for key in journal.delta_keys)
-        out.extend(
-            (f"{JOIN_SNAPSHOT}{old_generation:08d}:{part:06d}".encode(), None)
-            for part in range(old_parts)
-        )
+        yield (JOIN_HEAD, head)
+        for key in journal.delta_keys:
+            yield (key, None)
+        for part in range(old_parts):
+            yield (f"{JOIN_SNAPSHOT}{old_generation:08d}:{part:06d}".encode(), None)
         journal.generation, journal.parts, journal.start = generation, parts, journal.seq
         journal.entries = 0
         journal.delta_keys = []
-        return out
 
     def _chunks(self, entries: list[JoinEntry]) -> Iterable[bytes]:
         """JSON arrays of [model, prediction_id, entry] rows that each fit in a record.
@@ -311,6 +310,7 @@ class PartitionWriter:
 
 
 SAMPLE_ROWS = 256  # rows encoded to estimate a list's size
+SNAPSHOT_ROWS = 20_000  # join entries dumped and encoded at a time in a snapshot
 
 
 def _fitting(rows: list[list[Any]], limit: int) -> Iterable[bytes]:
@@ -352,7 +352,8 @@ def restore(
         return None if value is None else codec.parse(value)
 
     processor: dict[str, Any] = {}
-    first = StateChanges()
+    restored_keys: dict[str, dict[str, Any] | None] = {}
+    first = StateChanges(keys=restored_keys)
     heads: dict[str, tuple[dict[str, Any], bytes]] = {}
     parts: dict[str, dict[int, tuple[list[Any], bytes]]] = {}
     deltas: list[tuple[int, int, bytes]] = []
@@ -387,7 +388,7 @@ def restore(
                 raise StateError(f"state of key {name!r} is missing part {index} of {count}")
             signals.extend(found[index][0])
         key_data["signals"] = signals
-        first.keys[name] = key_data
+        restored_keys[name] = key_data
         writer.key_parts[name] = count
     changes = [first]
     journal = writer.join

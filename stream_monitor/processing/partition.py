@@ -12,14 +12,19 @@ were published before, so `process` leaves out every output of a record before `
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from stream_monitor.core.events import LABEL, PREDICTION, Record, decode
 from stream_monitor.core.join import LabelJoin
 from stream_monitor.core.monitor import Monitor, Output
 from stream_monitor.core.state import JoinEntry
-from stream_monitor.processing.changelog import ChangelogRecord, PartitionWriter, Restored
+from stream_monitor.processing.changelog import (
+    SNAPSHOT_ROWS,
+    ChangelogRecord,
+    PartitionWriter,
+    Restored,
+)
 from stream_monitor.processing.merge import LABELS, PREDICTIONS, START, StreamMerge
 
 STREAM_OF = {PREDICTION: PREDICTIONS, LABEL: LABELS}
@@ -136,12 +141,13 @@ class PartitionProcessor:
         return self.replay_until is not None
 
     # --- checkpoints -----------------------------------------------------------------------
-    def checkpoint(self) -> list[ChangelogRecord]:
+    def checkpoint(self) -> Iterator[ChangelogRecord]:
         """The changelog records of what changed since the last checkpoint, tagged with the
-        positions they reflect (commit exactly these positions with them)."""
+        positions they reflect (commit exactly these positions with them). Made as they are
+        read: read them all before processing anything more."""
         join = self.monitor.join
         return self.writer.records(
-            self.monitor.take_changes(),
+            self.monitor.take_changes(lazy=True),
             {"merge": list(self.merge.last_times), "runtime": self.runtime},
             tuple(self.positions),
             lambda: _live_entries(join),
@@ -149,5 +155,8 @@ class PartitionProcessor:
         )
 
 
-def _live_entries(join: LabelJoin) -> list[JoinEntry]:
-    return join.dump_entries((*join.predictions, *join.labels))
+def _live_entries(join: LabelJoin) -> Iterator[JoinEntry]:
+    """Every pending entry, dumped SNAPSHOT_ROWS at a time."""
+    keys = [*join.predictions, *join.labels]
+    for start in range(0, len(keys), SNAPSHOT_ROWS):
+        yield from join.dump_entries(keys[start : start + SNAPSHOT_ROWS])
