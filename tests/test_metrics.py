@@ -40,10 +40,10 @@ def test_label_delays_fall_in_prometheus_le_buckets() -> None:
     # delays: exactly 1 s (le=1.0), 1.001 s (le=5.0), 2 days (le=7d), 8 days (+Inf); one label
     # arrives first and is still a 30 s delay once its prediction comes.
     for index, delay in enumerate((1000, 1001, 2 * 86_400_000, 8 * 86_400_000)):
-        join.add_prediction(("m", str(index)), Pending("m", 1, 0))
-        join.add_label(("m", str(index)), WaitingLabel(1, delay))
-    join.add_label(("m", "early"), WaitingLabel(1, 30_000))
-    join.add_prediction(("m", "early"), Pending("m", 1, 0))
+        join.add_prediction("m", str(index), Pending("m", 1, 0))
+        join.add_label("m", str(index), WaitingLabel(1, delay))
+    join.add_label("m", "early", WaitingLabel(1, 30_000))
+    join.add_prediction("m", "early", Pending("m", 1, 0))
     metrics = Metrics()
     tally = MonitorTally()
     metrics._report_join(join.counters, tally)

@@ -4,6 +4,9 @@ Both sides wait in insertion-ordered dicts, so the oldest entry is always first:
 and TTL expiry are O(1) per removed entry. The TTL is exact at match time (a label more than `ttl`
 after its prediction is counted late, never joined); memory is reclaimed from the front of each
 queue, so an entry that arrived out of event-time order may linger until the entries before it go.
+
+A million predictions may wait, so an entry is kept small: its key is one string (`join_key`),
+not a tuple of two, and its event time is a native integer field (`NO_TIME` when it has none).
 """
 
 from __future__ import annotations
@@ -12,8 +15,22 @@ from bisect import bisect_left
 from collections.abc import Iterable
 from typing import Any
 
-JoinKey = tuple[str, str]  # (model, prediction_id)
+JoinKey = str  # `join_key(model, prediction_id)`
 JoinEntry = list[Any]  # [model, prediction_id, entry]; entry None: gone (core.state)
+NO_TIME = -(1 << 61)  # the time of an entry without one: far outside any valid event time
+
+
+def join_key(model: str, prediction_id: str) -> JoinKey:
+    """The model's length, a colon, the model, the prediction id: unambiguous whatever either
+    string holds, and about half the memory of a (model, prediction_id) tuple."""
+    return f"{len(model)}:{model}{prediction_id}"
+
+
+def split_key(key: JoinKey) -> tuple[str, str]:
+    """(model, prediction_id) of a `join_key`."""
+    colon = key.index(":")
+    end = colon + 1 + int(key[:colon])
+    return key[colon + 1 : end], key[end:]
 
 
 class Pending:
@@ -24,7 +41,7 @@ class Pending:
     def __init__(self, key_id: str, prediction: Any, time_ms: int | None) -> None:
         self.key_id = key_id
         self.prediction = prediction
-        self.time_ms = time_ms
+        self.time_ms: int = NO_TIME if time_ms is None else time_ms
 
 
 class WaitingLabel:
@@ -34,7 +51,11 @@ class WaitingLabel:
 
     def __init__(self, label: Any, time_ms: int | None) -> None:
         self.label = label
-        self.time_ms = time_ms
+        self.time_ms: int = NO_TIME if time_ms is None else time_ms
+
+
+def _time(time_ms: int) -> int | None:
+    return None if time_ms == NO_TIME else time_ms
 
 
 # Upper bounds (seconds) of the label-delay histogram: labels come seconds to weeks after predictions.
@@ -81,9 +102,9 @@ class JoinCounters:
     def as_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in JOIN_OUTCOMES}
 
-    def joined(self, prediction_ms: int | None, label_ms: int | None) -> None:
+    def joined(self, prediction_ms: int, label_ms: int) -> None:
         self.matched += 1
-        if prediction_ms is None or label_ms is None:
+        if prediction_ms == NO_TIME or label_ms == NO_TIME:
             return
         delay = label_ms - prediction_ms if label_ms > prediction_ms else 0
         self.delay_buckets[bisect_left(_DELAY_BOUNDS_MS, delay)] += 1
@@ -117,17 +138,20 @@ class LabelJoin:
         changed.pop(key, None)
         changed[key] = None
 
-    def _too_old(self, earlier_ms: int | None, later_ms: int | None) -> bool:
+    def _too_old(self, earlier_ms: int, later_ms: int) -> bool:
         ttl = self.ttl_ms
         return (
             ttl is not None
-            and earlier_ms is not None
-            and later_ms is not None
+            and earlier_ms != NO_TIME
+            and later_ms != NO_TIME
             and later_ms - earlier_ms > ttl
         )
 
-    def add_prediction(self, key: JoinKey, pending: Pending) -> WaitingLabel | None:
+    def add_prediction(
+        self, model: str, prediction_id: str, pending: Pending
+    ) -> WaitingLabel | None:
         """Store a prediction; return the label that was already waiting for it, if any."""
+        key = join_key(model, prediction_id)
         waiting = self.labels.pop(key, None)
         if waiting is not None:
             self._changed(key)
@@ -149,8 +173,9 @@ class LabelJoin:
         self._changed(key)
         return None
 
-    def add_label(self, key: JoinKey, label: WaitingLabel) -> Pending | None:
+    def add_label(self, model: str, prediction_id: str, label: WaitingLabel) -> Pending | None:
         """Match a label with its prediction; park it if the prediction has not arrived yet."""
+        key = join_key(model, prediction_id)
         pending = self.predictions.pop(key, None)
         if pending is not None:
             self._changed(key)
@@ -175,8 +200,9 @@ class LabelJoin:
         del queue[oldest]
         self._changed(oldest)
 
-    def discard_prediction(self, key: JoinKey) -> None:
+    def discard_prediction(self, model: str, prediction_id: str) -> None:
         """Forget a pending prediction whose label arrived carrying the prediction itself."""
+        key = join_key(model, prediction_id)
         if self.predictions.pop(key, None) is not None:
             self._changed(key)
 
@@ -195,7 +221,7 @@ class LabelJoin:
             expired = []
             for key, entry in queue.items():
                 entry_time = entry.time_ms
-                if entry_time is None or entry_time >= horizon:
+                if entry_time == NO_TIME or entry_time >= horizon:
                     break
                 expired.append(key)
             for key in expired:
@@ -208,6 +234,14 @@ class LabelJoin:
                 counters.expired_labels += len(expired)
 
     # --- state -----------------------------------------------------------------------------
+    def pending_predictions(self) -> list[tuple[str, str]]:
+        """(model, prediction_id) of each waiting prediction, oldest first."""
+        return [split_key(key) for key in self.predictions]
+
+    def waiting_labels(self) -> list[tuple[str, str]]:
+        """(model, prediction_id) of each waiting label, oldest first."""
+        return [split_key(key) for key in self.labels]
+
     def dump_entry(self, key: JoinKey) -> list[Any] | None:
         """The current entry for `key` as plain data, or None when it is gone (a tombstone)."""
         entry: list[Any] | None = self.dump_entries((key,))[0][2]
@@ -219,17 +253,20 @@ class LabelJoin:
         out: list[JoinEntry] = []
         append = out.append
         for key in keys:
+            model, prediction_id = split_key(key)
             pending = predictions.get(key)
             if pending is not None:
-                append([key[0], key[1], ["p", pending.key_id, pending.prediction, pending.time_ms]])
+                entry = ["p", pending.key_id, pending.prediction, _time(pending.time_ms)]
+                append([model, prediction_id, entry])
                 continue
             waiting = labels.get(key)
-            entry = None if waiting is None else ["l", waiting.label, waiting.time_ms]
-            append([key[0], key[1], entry])
+            gone = None if waiting is None else ["l", waiting.label, _time(waiting.time_ms)]
+            append([model, prediction_id, gone])
         return out
 
-    def load_entry(self, key: JoinKey, data: list[Any] | None) -> None:
+    def load_entry(self, model: str, prediction_id: str, data: list[Any] | None) -> None:
         """Apply one changelog entry: a prediction or label waiting, or (None) neither."""
+        key = join_key(model, prediction_id)
         self.predictions.pop(key, None)
         self.labels.pop(key, None)
         if data is None:

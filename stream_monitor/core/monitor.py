@@ -334,11 +334,10 @@ class Monitor:
 
         # join with its label
         if state.plan.joins:
-            # The key state's model string, not the event's copy: 1M pending joins held 1M
-            # copies of a few model names.
-            join_key = (state.model, event.prediction_id)
             waiting = self.join.add_prediction(
-                join_key, Pending(state.id, event.prediction, event.time_ms)
+                state.model,
+                event.prediction_id,
+                Pending(state.id, event.prediction, event.time_ms),
             )
             if waiting is not None:
                 try:
@@ -444,19 +443,20 @@ class Monitor:
 
     def _on_label(self, event: Label) -> None:
         self._advance(event.time_ms)
-        join_key = (event.model, event.prediction_id)
         if event.prediction is not None:
             # A label that carries its prediction needs no join.
             state = self._key_state(event.model, event.model_version, event.segment)
             if state is None:
                 return
-            self.join.discard_prediction(join_key)
+            self.join.discard_prediction(event.model, event.prediction_id)
             self._performance(state, event.prediction, event.label)
             return
         if self._plan(event.model) is None:
             self.counters.unmonitored += 1
             return
-        pending = self.join.add_label(join_key, WaitingLabel(event.label, event.time_ms))
+        pending = self.join.add_label(
+            event.model, event.prediction_id, WaitingLabel(event.label, event.time_ms)
+        )
         if pending is None:
             return
         state = self.keys.get(pending.key_id)
@@ -764,9 +764,8 @@ class Monitor:
                 else:
                     self._restore_key(key_id, data)
             join = self.join
-            models: dict[str, str] = {}  # one string per model name, as in `_on_prediction`
             for model, prediction_id, entry in changes.join:
-                join.load_entry((models.setdefault(model, model), prediction_id), entry)
+                join.load_entry(model, prediction_id, entry)
         except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
             raise StateError(f"state is not understood: {exc!r}") from exc
         model_keys: dict[str, int] = {}

@@ -121,7 +121,7 @@ def test_restoring_changes_in_order_rebuilds_the_state() -> None:
     restored = Monitor(config().monitor_settings())
     for changes in log:
         restored.restore(changes)
-    assert list(restored.join.predictions) == [("m", "p1")]
+    assert restored.join.pending_predictions() == [("m", "p1")]
     assert restored.keys["m"].performance.tracks[0].seen == 1  # type: ignore[union-attr]
     assert restored.snapshot() == m.snapshot()
 

@@ -145,7 +145,7 @@ def test_join_entries_are_a_few_records_per_checkpoint_and_snapshots_replace_the
         assert restored(settings, log).snapshot() == proc.monitor.snapshot(), checkpoint
     live_join = [k for k in log.live_keys() if k.startswith(b"j:")]
     assert JOIN_HEAD in live_join and len(live_join) < 8  # old deltas were deleted
-    assert list(proc.monitor.join.predictions) == [("m", f"p{i}") for i in range(1800, 2400)]
+    assert proc.monitor.join.pending_predictions() == [("m", f"p{i}") for i in range(1800, 2400)]
 
 
 def test_a_snapshot_dumps_the_join_a_batch_at_a_time_and_reads_back_in_order(
@@ -168,7 +168,7 @@ def test_a_snapshot_dumps_the_join_a_batch_at_a_time_and_reads_back_in_order(
     assert len(snapshot) == 6  # 420 rows, 70 at a time: one record per batch
     log.append(written)
     monitor = restored(settings, log)
-    assert list(monitor.join.predictions) == [("m", f"p{i}") for i in range(420)]
+    assert monitor.join.pending_predictions() == [("m", f"p{i}") for i in range(420)]
     assert monitor.snapshot() == proc.monitor.snapshot()
 
 
@@ -198,7 +198,7 @@ def test_join_entries_beyond_a_record_are_cut_into_records_that_fit_and_read_bac
     assert all(value is not None and len(value) <= 2_000 for value in join_values)
     log.append(written)
     monitor = restored(settings, log, max_bytes=2_000)
-    assert list(monitor.join.predictions) == [("m", f"p{i}") for i in range(400)]
+    assert monitor.join.pending_predictions() == [("m", f"p{i}") for i in range(400)]
     assert monitor.snapshot() == proc.monitor.snapshot()
 
 
@@ -218,7 +218,7 @@ def test_many_join_entries_larger_than_their_sample_still_fit_and_read_back() ->
     assert all(value is not None and len(value) <= 20_000 for value in join_values)
     log.append(written)
     monitor = restored(settings, log, max_bytes=20_000)
-    assert list(monitor.join.predictions) == [("m", f"p{i}") for i in range(3_000)]
+    assert monitor.join.pending_predictions() == [("m", f"p{i}") for i in range(3_000)]
     assert monitor.snapshot() == proc.monitor.snapshot()
 
 
@@ -235,8 +235,8 @@ def test_restore_keeps_the_order_of_both_join_queues() -> None:
     proc.process((True, True))
     log.append(list(proc.checkpoint()))
     monitor = restored(settings, log)
-    assert list(monitor.join.predictions) == [("m", f"p{i}") for i in (0, 2, 3, 4, 6)]
-    assert list(monitor.join.labels) == [("m", "q9")]
+    assert monitor.join.pending_predictions() == [("m", f"p{i}") for i in (0, 2, 3, 4, 6)]
+    assert monitor.join.waiting_labels() == [("m", "q9")]
 
 
 def test_a_missing_part_or_delta_is_an_error_not_a_silent_loss() -> None:
