@@ -149,7 +149,7 @@ class DetectorRule:
     false-alarm budget (see `core.calibration`) instead of from the signal's units.
     """
 
-    __slots__ = ("calibration", "name", "params", "type")
+    __slots__ = ("calibration", "idle", "name", "params", "type")
 
     def __init__(
         self,
@@ -185,7 +185,8 @@ class DetectorRule:
         except ValueError as exc:
             raise ConfigError(f"detectors.{name}.calibrate: {exc}") from exc
         try:
-            self.create()
+            # The detector of every dormant track of this rule: never updated (`Track._idle`).
+            self.idle = self.create()
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"detectors.{name}.params: {exc}") from exc
 

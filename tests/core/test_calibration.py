@@ -282,3 +282,31 @@ def test_clipping_keeps_a_heavy_tail_from_making_changes_of_its_own() -> None:
     values = rng.lognormal(0.0, 1.0, 100_000).tolist()
     assert len(alert_indices(calibrated(warmup=1000, clip=None), values)) == 20
     assert len(alert_indices(calibrated(warmup=1000), values)) == 3
+
+
+def test_dormant_tracks_share_their_rules_idle_detector_and_read_back_the_same() -> None:
+    """A continuous feature's 0/1 rate rule goes dormant after its warm-up: it keeps no
+    detector or ring of its own, the shared ones stay untouched, and its state reads back."""
+    m = Monitor(config().monitor_settings())
+    rng = random.Random(4)
+    events = [
+        prediction(i, model=f"m{i % 2}", features={"x": rng.gauss(3.0, 1.0)}) for i in range(1200)
+    ]
+    m.process(records(PREDICTION, events))
+    dormant = [
+        track
+        for state in m.keys.values()
+        for track in state.features["x"].values.tracks  # type: ignore[union-attr]
+        if track.dormant
+    ]
+    assert [track.rule.name for track in dormant] == ["rate", "rate"]
+    rule = dormant[0].rule
+    assert all(track.detector is rule.idle for track in dormant)
+    assert dormant[0].ring is dormant[1].ring and not any(dormant[0].ring)
+    assert rule.dump(rule.idle) == rule.dump(rule.create())  # never fed
+    restored = through_changelog(m)
+    assert restored.snapshot() == m.snapshot()
+    more = [prediction(i, model="m0", features={"x": 9.0}) for i in range(1200, 1400)]
+    assert [a.id for a in restored.process(records(PREDICTION, more)).alerts] == [
+        a.id for a in m.process(records(PREDICTION, more)).alerts
+    ]
