@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 from stream_monitor.core.categories import BLOCK as CATEGORY_BLOCK
 from stream_monitor.core.reference import Reference
@@ -45,33 +45,35 @@ from stream_monitor.errors import StateError
 # Siegmund's formula assumes a known in-control mean; river's Page-Hinkley subtracts a running
 # mean. Simulated on 1e6 N(0,1) values, the real run length was about half the formula's, and
 # the scale estimated from a finite warm-up costs a little more: 4 covers both.
-SAFETY_FACTOR = 4.0
-MIN_SCALE = 1e-9
+SAFETY_FACTOR: Final = 4.0
+MIN_SCALE: Final = 1e-9
 # A binary signal (error, missing or positive rate) with no events in its warm-up still gets a
 # scale: its rate is estimated as (events + 0.5) / (n + 1), never 0.
-BINARY_PRIOR = 0.5
-MIN_RATE = 1e-4  # the same floor for a binary reference rate
+BINARY_PRIOR: Final = 0.5
+MIN_RATE: Final = 1e-4  # the same floor for a binary reference rate
 # Siegmund's correction for a Gaussian CUSUM overshooting its threshold (2 x 0.583).
-GAUSSIAN_OVERSHOOT = 1.166
+GAUSSIAN_OVERSHOOT: Final = 1.166
 # ADWIN is fed from this many values on, through the affine map of their mean and sd.
-PROVISIONAL = 30
+PROVISIONAL: Final = 30
 # A 0/1 series warms up until it has seen this many of each outcome, or BINARY_WARMUP_FACTOR ×
 # warmup values (a rate that stays 0, such as an invalid rate, still gets monitored).
-BINARY_MIN_EVENTS = 10
-BINARY_WARMUP_FACTOR = 10
-DEFAULT_WARMUP = 200
-DEFAULT_CLIP = 4.0
+BINARY_MIN_EVENTS: Final = 10
+BINARY_WARMUP_FACTOR: Final = 10
+DEFAULT_WARMUP: Final = 200
+DEFAULT_CLIP: Final = 4.0
 
 # `categorical`: a categorical feature's distance from its reference, one value per block
 # (`core.categories`); only rules of this series watch categorical features.
-SERIES = ("any", "continuous", "binary", "categorical")
-STATISTICS = ("mean", "spread")
+SERIES: Final = ("any", "continuous", "binary", "categorical")
+STATISTICS: Final = ("mean", "spread")
 
 # Scaler phases.
-LEARNING = 0  # warm-up; the detector sees nothing yet
-FEEDING = 1  # warm-up goes on, ADWIN already sees values through the provisional map
-READY = 2  # reference known: detections alert
-DORMANT = 3  # this rule does not watch this kind of series (e.g. a mean rule on a 0/1 series)
+LEARNING: Final = 0  # warm-up; the detector sees nothing yet
+FEEDING: Final = 1  # warm-up goes on, ADWIN already sees values through the provisional map
+READY: Final = 2  # reference known: detections alert
+DORMANT: Final = (
+    3  # this rule does not watch this kind of series (e.g. a mean rule on a 0/1 series)
+)
 
 
 def run_length(threshold: float, exponent: float, drift: float, overshoot: float) -> float:

@@ -18,27 +18,31 @@ from __future__ import annotations
 import math
 from array import array
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 from stream_monitor.core.calibration import MIN_RATE, MIN_SCALE
 
-RING = 32  # blocks
-RING_MASK = RING - 1
-BLOCK = 8  # values per block for continuous series (a 0/1 series' blocks hold ~2 rarer events)
-MAX_BLOCK = 4096
-MIN_AFTER = 8  # values an effect is measured on, at least
+RING: Final = 32  # blocks
+RING_MASK: Final = RING - 1
+BLOCK: Final = (
+    8  # values per block for continuous series (a 0/1 series' blocks hold ~2 rarer events)
+)
+MAX_BLOCK: Final = 4096
+MIN_AFTER: Final = 8  # values an effect is measured on, at least
 # The two-sample statistic (in sd², a chi-square with one degree of freedom for one split) a split
 # inside the ring needs: the greatest of its 32 candidate splits on noise is rarely above 12.
-SPLIT_EVIDENCE = 12.0
-RECENT = 100  # values behind `mean_recent`
+SPLIT_EVIDENCE: Final = 12.0
+RECENT: Final = 100  # values behind `mean_recent`
 
-WARNING_SIZE = 0.5
-CRITICAL_SIZE = 1.0
+WARNING_SIZE: Final = 0.5
+CRITICAL_SIZE: Final = 1.0
 
-MEAN, RATE, SPREAD = "mean", "rate", "spread"
-CATEGORIES = "categories"  # a categorical feature's shares (`core.categories`)
-TINY = 1e-12
-_ZERO_RING = bytes(8 * RING)
+MEAN: Final = "mean"
+RATE: Final = "rate"
+SPREAD: Final = "spread"
+CATEGORIES: Final = "categories"  # a categorical feature's shares (`core.categories`)
+TINY: Final = 1e-12
+_ZERO_RING: Final = bytes(8 * RING)
 
 
 def empty_ring() -> array[float]:

@@ -8,25 +8,25 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timezone
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, Final, NamedTuple
 
 import orjson
 
 from stream_monitor.errors import StreamMonitorError
 
-PREDICTION = "prediction"
-LABEL = "label"
+PREDICTION: Final = "prediction"
+LABEL: Final = "label"
 
-DEFAULT_MAX_EVENT_BYTES = 1_048_576
-MAX_STRING_FIELD = 1024
+DEFAULT_MAX_EVENT_BYTES: Final = 1_048_576
+MAX_STRING_FIELD: Final = 1024
 # Event times must fall in [2000-01-01, 2100-01-01): an integer outside it is almost always epoch
 # seconds, microseconds or nanoseconds sent as milliseconds, and one such event must not move the
 # join's clock by millennia (nor crash formatting: datetime stops at year 9999).
-MIN_TIME_MS = 946_684_800_000
-MAX_TIME_MS = 4_102_444_800_000
+MIN_TIME_MS: Final = 946_684_800_000
+MAX_TIME_MS: Final = 4_102_444_800_000
 # Larger magnitudes are finite but unmonitorable: their squares and sums in the detectors' running
 # statistics overflow to infinity, which the (JSON) state changelog cannot hold.
-MAX_MAGNITUDE = 1e100
+MAX_MAGNITUDE: Final = 1e100
 
 
 class EventError(StreamMonitorError):
@@ -321,7 +321,7 @@ def parse_timestamp(
 
 
 # What an out-of-range integer most likely is, by its magnitude: (low, high, unit).
-_LIKELY_UNITS = (
+_LIKELY_UNITS: Final = (
     (MIN_TIME_MS // 1000, MAX_TIME_MS // 1000, "seconds"),
     (MIN_TIME_MS * 1000, MAX_TIME_MS * 1000, "microseconds"),
     (MIN_TIME_MS * 1_000_000, MAX_TIME_MS * 1_000_000, "nanoseconds"),

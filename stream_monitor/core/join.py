@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Final
 
 JoinKey = str  # `join_key(model, prediction_id)`
 JoinEntry = list[Any]  # [model, prediction_id, entry]; entry None: gone (core.state)
-NO_TIME = -(1 << 61)  # the time of an entry without one: far outside any valid event time
+NO_TIME: Final = -(1 << 61)  # the time of an entry without one: far outside any valid event time
 
 
 def join_key(model: str, prediction_id: str) -> JoinKey:
@@ -59,12 +59,23 @@ def _time(time_ms: int) -> int | None:
 
 
 # Upper bounds (seconds) of the label-delay histogram: labels come seconds to weeks after predictions.
-LABEL_DELAY_BUCKETS = (1.0, 5.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 86400.0, 7 * 86400.0)
-_DELAY_BOUNDS_MS = tuple(int(bound * 1000) for bound in LABEL_DELAY_BUCKETS)
+LABEL_DELAY_BUCKETS = (
+    1.0,
+    5.0,
+    30.0,
+    60.0,
+    300.0,
+    900.0,
+    3600.0,
+    4 * 3600.0,
+    86400.0,
+    7 * 86400.0,
+)
+_DELAY_BOUNDS_MS: Final = tuple(int(bound * 1000) for bound in LABEL_DELAY_BUCKETS)
 
 
 # The counts of `JoinCounters.as_dict` (a compiled class has no `__slots__` to list them from).
-JOIN_OUTCOMES = (
+JOIN_OUTCOMES: Final = (
     "duplicate_labels",
     "duplicate_predictions",
     "evicted_labels",

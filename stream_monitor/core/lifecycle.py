@@ -36,7 +36,7 @@ it).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Final
 
 from stream_monitor.core.calibration import (
     GAUSSIAN_OVERSHOOT,
@@ -47,19 +47,21 @@ from stream_monitor.core.calibration import (
 )
 from stream_monitor.errors import StateError
 
-RESOLVE_ARL = 1_000_000.0  # values between false resolves of a signal still at its alerted level
-LEVEL_CAP = 4.0  # standard deviations
-CLIP = 4.0  # continuous values beyond this many sd (past either end) count as this many
-MAX_OPEN = 16  # open alerts per incident; a 17th further change drops the oldest from it
-MIN_DRIFT = 1e-6
+RESOLVE_ARL: Final = (
+    1_000_000.0  # values between false resolves of a signal still at its alerted level
+)
+LEVEL_CAP: Final = 4.0  # standard deviations
+CLIP: Final = 4.0  # continuous values beyond this many sd (past either end) count as this many
+MAX_OPEN: Final = 16  # open alerts per incident; a 17th further change drops the oldest from it
+MIN_DRIFT: Final = 1e-6
 # Values after an alert (pairs for a spread) that measure the level and spread the signal is at;
 # a 0/1 series', enough to see SETTLE_EVENTS of its rarer outcome at its alerted rate.
-SETTLE = 64
-SETTLE_EVENTS = 16
-MAX_SETTLE = 4096
-SETTLE_PRECISION = 8.0
-LEVEL_Z = 2.0  # standard errors below the settled level that the test is set for
-BASELINE_Z = 2.5  # standard errors of the baseline that "back" is at least wide
+SETTLE: Final = 64
+SETTLE_EVENTS: Final = 16
+MAX_SETTLE: Final = 4096
+SETTLE_PRECISION: Final = 8.0
+LEVEL_Z: Final = 2.0  # standard errors below the settled level that the test is set for
+BASELINE_Z: Final = 2.5  # standard errors of the baseline that "back" is at least wide
 
 
 def resolve_threshold(

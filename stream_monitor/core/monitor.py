@@ -11,7 +11,7 @@ at fixed points of the sequence.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Final
 
 from mypy_extensions import mypyc_attr
 
@@ -66,10 +66,10 @@ from stream_monitor.errors import StateError
 _EMPTY: dict[str, Any] = {}
 # The join's clock (its watermark) is the smallest event time of each block of this many timed
 # events, so that one event with a wild (but valid) timestamp cannot move it; it never goes back.
-WATERMARK_BLOCK = 64
+WATERMARK_BLOCK: Final = 64
 # Expired join entries are dropped every this many blocks: finding them costs a pass from the
 # front of the queues, which is cheap only when it is rare (see `LabelJoin.expire`).
-EXPIRY_EVERY_BLOCKS = 64
+EXPIRY_EVERY_BLOCKS: Final = 64
 
 
 class Alert:

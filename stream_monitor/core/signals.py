@@ -13,7 +13,7 @@ from __future__ import annotations
 import fnmatch
 import math
 from array import array
-from typing import Any
+from typing import Any, Final
 
 from river.drift import ADWIN
 
@@ -44,21 +44,23 @@ from stream_monitor.core.reference import (
 from stream_monitor.core.settings import ModelSettings, MonitorSettings
 from stream_monitor.errors import StateError
 
-TRACK_FORMAT = 2  # the second item of a dumped track (0.2's tracks had a detector state there)
+TRACK_FORMAT: Final = (
+    2  # the second item of a dumped track (0.2's tracks had a detector state there)
+)
 
-PERFORMANCE = "performance"
-ESTIMATED_ERROR = "estimated_error"
-PREDICTION = "prediction"
-FEATURE = "feature"
-DATA_QUALITY = "data_quality"
+PERFORMANCE: Final = "performance"
+ESTIMATED_ERROR: Final = "estimated_error"
+PREDICTION: Final = "prediction"
+FEATURE: Final = "feature"
+DATA_QUALITY: Final = "data_quality"
 
 # Exponential weights of the short "recent" mean (alert stats for Page-Hinkley and feature profiles)
 # and of the long feature baseline used to rank likely causes.
-RECENT_SPAN = 100
-RECENT_ALPHA = 2.0 / (RECENT_SPAN + 1)
-BASELINE_SPAN = 2000
-BASELINE_ALPHA = 2.0 / (BASELINE_SPAN + 1)
-PROFILE_MIN_COUNT = 30
+RECENT_SPAN: Final = 100
+RECENT_ALPHA: Final = 2.0 / (RECENT_SPAN + 1)
+BASELINE_SPAN: Final = 2000
+BASELINE_ALPHA: Final = 2.0 / (BASELINE_SPAN + 1)
+PROFILE_MIN_COUNT: Final = 30
 
 
 class ModelPlan:
@@ -149,22 +151,27 @@ def resolve_plan(settings: MonitorSettings, model: str) -> ModelPlan | None:
 
 
 # What a track's `update` reports, as bit flags (0: nothing to do).
-DRIFT = 1  # its detector fired
-RESOLVED = 2  # its open alert's signal is back at its pre-change level
-DORMANT = 4  # it stopped watching this series (a rule for another kind of series)
+DRIFT: Final = 1  # its detector fired
+RESOLVED: Final = 2  # its open alert's signal is back at its pre-change level
+DORMANT: Final = 4  # it stopped watching this series (a rule for another kind of series)
 
 # 0/1 signals by construction: an uncalibrated track measures their effect as a rate.
-RATE_SIGNALS = ("error", "positive_rate", "invalid_rate")
-MISSING_RATE = "missing_rate:"  # absent, null or not finite
-UNSEEN_RATE = "unseen_rate:"  # a categorical feature's values outside its known categories
-WRONG_TYPE_RATE = "wrong_type_rate:"  # a number for a categorical feature, or the reverse
-FEATURE_RATES = (MISSING_RATE, UNSEEN_RATE, WRONG_TYPE_RATE)
+RATE_SIGNALS: Final = ("error", "positive_rate", "invalid_rate")
+MISSING_RATE: Final = "missing_rate:"  # absent, null or not finite
+UNSEEN_RATE: Final = "unseen_rate:"  # a categorical feature's values outside its known categories
+WRONG_TYPE_RATE: Final = "wrong_type_rate:"  # a number for a categorical feature, or the reverse
+FEATURE_RATES: Final = (MISSING_RATE, UNSEEN_RATE, WRONG_TYPE_RATE)
 MAX_ROOM = 1 << 20  # zeros that may wait to be fed, at most
 
-IDLE_RING = empty_ring()  # the ring of every dormant track: never written (`Track._idle`)
+IDLE_RING: Final = empty_ring()  # the ring of every dormant track: never written (`Track._idle`)
 
 # What `Track.update` runs per value, by phase (`Track._configure`).
-RAW, MEAN_MODE, SPREAD_MODE, RATE_MODE, LEARNING_MODE, DORMANT_MODE = range(6)
+RAW: Final = 0
+MEAN_MODE: Final = 1
+SPREAD_MODE: Final = 2
+RATE_MODE: Final = 3
+LEARNING_MODE: Final = 4
+DORMANT_MODE: Final = 5
 
 
 def is_rate_signal(name: str) -> bool:
@@ -380,7 +387,8 @@ class Track:
         if detector._drift_detected:
             detector._reset()
         detected: bool = detector._helper.update(z)
-        detector._drift_detected = detected
+        if detected:  # river's flag is False here (it was, or `_reset` cleared it)
+            detector._drift_detected = True
         return detected
 
     def _learning(self, x: float) -> int:
@@ -959,12 +967,17 @@ class Signal:
         ]
 
 
-UNDECIDED, NUMERIC, CATEGORICAL = 0, 1, 2  # a feature's kind: by its reference, else values
-CATEGORIES_ENTRY = "categories"  # a categorical feature's categories among a key's dumped signals
+# A feature's kind: by its reference, else values.
+UNDECIDED: Final = 0
+NUMERIC: Final = 1
+CATEGORICAL: Final = 2
+CATEGORIES_ENTRY: Final = (
+    "categories"  # a categorical feature's categories among a key's dumped signals
+)
 KIND_NAMES = {NUMERIC: "numeric", CATEGORICAL: "categorical"}
 # A type-change signal starts at a feature's first value of the other type, as if it had seen
 # the values before it (as zeros), at most as many as a 0/1 warm-up with no event needs.
-WRONG_TYPE_PRIMING = 2_000
+WRONG_TYPE_PRIMING: Final = 2_000
 
 
 class FeatureSlot:
