@@ -63,7 +63,7 @@ from stream_monitor.core.signals import PREDICTION as PREDICTION_SIGNAL
 from stream_monitor.core.state import KeyDumps, StateChanges
 from stream_monitor.errors import StateError
 
-_EMPTY: dict[str, Any] = {}
+_EMPTY: Final[dict[str, Any]] = {}
 # The join's clock (its watermark) is the smallest event time of each block of this many timed
 # events, so that one event with a wild (but valid) timestamp cannot move it; it never goes back.
 WATERMARK_BLOCK: Final = 64
