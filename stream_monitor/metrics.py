@@ -378,7 +378,7 @@ class Metrics:
                 for signal in state.signals():
                     name = self._signal_label(model, signal.name)
                     signal.settle()  # zeros waiting to be fed (`Track._rate`)
-                    for track in signal.tracks:
+                    for track in signal.active:  # a dormant track's detector watches nothing
                         labels_of = (model, signal.kind, name, track.rule.name)
                         detector = track.detector
                         width = getattr(detector, "width", None)

@@ -546,6 +546,7 @@ class Track:
             self.learning = self.feeding = False
             self._idle()
             return DORMANT
+        self._own()
         self.learning = phase != READY
         self.feeding = phase != LEARNING
         if not self.feeding:
@@ -592,6 +593,7 @@ class Track:
 
     def _restart_calibration(self) -> None:
         assert self.scaler is not None
+        self._own()
         self.detector._reset()
         self.scaler.restart()
         self._configure(fresh=True)
@@ -605,6 +607,15 @@ class Track:
         self.ring = IDLE_RING
         self.slot = self.blocks = self.fill = 0
         self.block = 0.0
+
+    def _own(self) -> None:
+        """A detector and ring of its own again, before anything writes to them: a dormant
+        track can leave dormancy when an open alert resolves on the value that ended its
+        warm-up (`back_to_baseline` loads the pre-change, ready calibration)."""
+        if self.detector is self.rule.idle:
+            self.detector = self.rule.create()
+        if self.ring is IDLE_RING:
+            self.ring = empty_ring()
 
     def _clear_ring(self, block_size: int) -> None:
         self.ring = empty_ring()
@@ -651,7 +662,10 @@ class Track:
     def back_to_baseline(self, saved: list[Any] | None) -> None:
         """The open alert resolved: the pre-change regime is the reference again."""
         self.reset_window()
-        self.detector._reset()
+        if self.scaler is not None and saved is not None:
+            self._own()  # (a dormant track watches again)
+        if self.detector is not self.rule.idle:
+            self.detector._reset()
         if self.scaler is not None and saved is not None:
             self.scaler.load(saved)
             self.offset, self.inverse = 0.0, 0.0  # force the map to be set again

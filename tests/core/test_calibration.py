@@ -15,12 +15,14 @@ import pytest
 from stream_monitor.config import load_config
 from stream_monitor.core.alerts import ALERT_TYPE, RESOLVED_TYPE
 from stream_monitor.core.calibration import (
+    READY,
     binary_threshold,
     page_hinkley_threshold,
     siegmund_arl,
 )
 from stream_monitor.core.events import PREDICTION
 from stream_monitor.core.monitor import Monitor
+from stream_monitor.core.signals import IDLE_RING
 from stream_monitor.errors import ConfigError
 from tests.helpers import ROOT, config, monitor, prediction, records, through_changelog
 
@@ -284,6 +286,24 @@ def test_clipping_keeps_a_heavy_tail_from_making_changes_of_its_own() -> None:
     assert len(alert_indices(calibrated(warmup=1000), values)) == 3
 
 
+def _rate_tracks(m: Monitor, feature: str) -> list[Any]:
+    return [
+        track
+        for state in m.keys.values()
+        for track in state.features[feature].values.tracks  # type: ignore[union-attr]
+        if track.rule.name == "rate"
+    ]
+
+
+def _untouched(rule: Any) -> bool:
+    fresh = rule.create()
+    return (
+        rule.dump(rule.idle) == rule.dump(fresh)
+        and (rule.idle.delta, rule.idle.threshold) == (fresh.delta, fresh.threshold)
+        and not any(IDLE_RING)
+    )
+
+
 def test_dormant_tracks_share_their_rules_idle_detector_and_read_back_the_same() -> None:
     """A continuous feature's 0/1 rate rule goes dormant after its warm-up: it keeps no
     detector or ring of its own, the shared ones stay untouched, and its state reads back."""
@@ -293,20 +313,38 @@ def test_dormant_tracks_share_their_rules_idle_detector_and_read_back_the_same()
         prediction(i, model=f"m{i % 2}", features={"x": rng.gauss(3.0, 1.0)}) for i in range(1200)
     ]
     m.process(records(PREDICTION, events))
-    dormant = [
-        track
-        for state in m.keys.values()
-        for track in state.features["x"].values.tracks  # type: ignore[union-attr]
-        if track.dormant
-    ]
-    assert [track.rule.name for track in dormant] == ["rate", "rate"]
+    dormant = _rate_tracks(m, "x")
+    assert len(dormant) == 2 and all(track.dormant for track in dormant)
     rule = dormant[0].rule
-    assert all(track.detector is rule.idle for track in dormant)
-    assert dormant[0].ring is dormant[1].ring and not any(dormant[0].ring)
-    assert rule.dump(rule.idle) == rule.dump(rule.create())  # never fed
-    restored = through_changelog(m)
+    assert all(track.detector is rule.idle and track.ring is IDLE_RING for track in dormant)
+    restored = Monitor(config().monitor_settings())  # other rule objects, another idle detector
+    restored.restore(m.snapshot())
     assert restored.snapshot() == m.snapshot()
     more = [prediction(i, model="m0", features={"x": 9.0}) for i in range(1200, 1400)]
-    assert [a.id for a in restored.process(records(PREDICTION, more)).alerts] == [
-        a.id for a in m.process(records(PREDICTION, more)).alerts
+    alerts = [a.id for a in m.process(records(PREDICTION, more)).alerts]
+    assert alerts and [a.id for a in restored.process(records(PREDICTION, more)).alerts] == alerts
+    assert _untouched(rule)
+
+
+def test_a_dormant_track_that_watches_again_gets_its_own_detector_and_ring() -> None:
+    """An alert that resolves on the value that ends a warm-up can make a dormant track
+    ready again (`back_to_baseline`), as can a restarted calibration: from then on it writes
+    to a detector and ring of its own, never to the shared ones."""
+    m = Monitor(config().monitor_settings())
+    rng = random.Random(5)
+    events = [
+        prediction(i, features={"x": rng.gauss(3.0, 1.0), "b": int(rng.random() < 0.3)})
+        for i in range(2600)
     ]
+    m.process(records(PREDICTION, events))
+    (dormant,) = _rate_tracks(m, "x")
+    (ready,) = _rate_tracks(m, "b")
+    assert dormant.dormant and not ready.dormant and ready.scaler.phase == READY
+    rule = dormant.rule
+    dormant.back_to_baseline(ready.scaler.dump())
+    assert not dormant.dormant
+    assert dormant.detector is not rule.idle and dormant.ring is not IDLE_RING
+    for i in range(300):
+        dormant.update(float(i % 3 == 0))
+    assert dormant.seen > 0 and any(dormant.ring)
+    assert _untouched(rule)
