@@ -738,7 +738,7 @@ class Monitor:
         self._meta_dirty = False
         keys: Mapping[str, dict[str, Any] | None]
         if lazy:
-            keys = KeyDumps(self._dirty, _dump_key)
+            keys = KeyDumps(self._dirty)
         else:
             keys = {key_id: state.dump() for key_id, state in self._dirty.items()}
         self._dirty = {}
@@ -908,10 +908,6 @@ def _is_number(value: Any) -> bool:
 
 def _round(value: Any) -> Any:
     return round(value, 6) if type(value) is float else value
-
-
-def _dump_key(state: KeyState) -> dict[str, Any]:
-    return state.dump()
 
 
 __all__ = ["Alert", "DeadLetter", "JoinKey", "Monitor", "MonitorCounters", "Output", "Record"]

@@ -604,9 +604,7 @@ class Track:
         (about 1 KB per dormant track: a continuous feature's rate rule is dormant on every
         key). Its dump is then the same whether it went dormant here or was restored."""
         self.detector = self.rule.idle
-        self.ring = IDLE_RING
-        self.slot = self.blocks = self.fill = 0
-        self.block = 0.0
+        self._clear_ring(self.block_size, IDLE_RING)
 
     def _own(self) -> None:
         """A detector and ring of its own again, before anything writes to them: a dormant
@@ -617,8 +615,8 @@ class Track:
         if self.ring is IDLE_RING:
             self.ring = empty_ring()
 
-    def _clear_ring(self, block_size: int) -> None:
-        self.ring = empty_ring()
+    def _clear_ring(self, block_size: int, ring: array[float] | None = None) -> None:
+        self.ring = empty_ring() if ring is None else ring
         self.slot = self.blocks = self.fill = 0
         self.block = 0.0
         self.block_size = block_size

@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,12 +58,12 @@ class KeyDumps(Mapping[str, KeyDump]):
     of the state when it is read.
     """
 
-    def __init__(self, states: Mapping[str, Any], dump: Callable[[Any], KeyDump]) -> None:
-        self._states = states
-        self._dump = dump
+    def __init__(self, states: Mapping[str, Any]) -> None:
+        self._states = states  # key id -> its state, which has `dump()`
 
     def __getitem__(self, key_id: str) -> KeyDump:
-        return self._dump(self._states[key_id])
+        dumped: KeyDump = self._states[key_id].dump()
+        return dumped
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._states)
